@@ -1,0 +1,167 @@
+"""Finding the samples and splitting them by group.
+
+Photos of one exercise variant share a person, a set and a pose, so a split by file would put
+near-duplicates on both sides and inflate every score. Everything here splits by *group* (a regex
+over the file name), per class, deterministically under a seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fitlens.data.images import IMAGE_SUFFIXES
+
+SPLITS = ("train", "val", "test")
+CSV_FIELDS = ("file", "class", "group", "split")
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int
+    class_name: str
+    group: str
+
+
+def find_images(root: str | Path, classes: Sequence[str],
+                suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, list[Path]]:
+    """Map each class to its image files under ``root/<class>/``, checking the folders.
+
+    The folder set must equal the configured class list: a missing, extra or empty folder is a
+    configuration error, not something to guess around.
+    """
+    root = Path(root)
+    expected = f"expected <root>/<class>/*{{{','.join(suffixes)}}} for classes {list(classes)}"
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root={root}: folder does not exist; {expected}")
+    folders = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if not folders:
+        raise FileNotFoundError(f"data.root={root}: no class folders found; {expected}")
+    missing = [c for c in classes if c not in folders]
+    if missing:
+        raise FileNotFoundError(
+            f"data.root={root}: no folder for configured class(es) {missing}; {expected}")
+    unknown = sorted(folders - set(classes))
+    if unknown:
+        raise ValueError(
+            f"data.root={root}: folder(s) {unknown} are not in data.classes={list(classes)}; "
+            "add them to data.classes or move them out of the data root")
+    wanted = {s.lower() for s in suffixes}
+    found: dict[str, list[Path]] = {}
+    for name in classes:
+        files = sorted(p for p in (root / name).iterdir()
+                       if p.is_file() and p.suffix.lower() in wanted)
+        if not files:
+            raise FileNotFoundError(
+                f"{root / name}: class folder has no images; expected files ending in "
+                f"{', '.join(suffixes)}")
+        found[name] = files
+    return found
+
+
+def group_of(path: Path, pattern: str | None) -> str:
+    """The group key of a file: the regex's ``group`` (or first) capture over the file stem.
+
+    ``pattern=None`` makes every file its own group.
+    """
+    if pattern is None:
+        return path.stem
+    match = re.search(pattern, path.stem)
+    if match is None:
+        raise ValueError(
+            f"{path}: file name does not match data.group_pattern={pattern!r}; every file needs "
+            "a group (set data.group_pattern=null for one group per file)")
+    if "group" in match.groupdict():
+        return match.group("group")
+    return match.group(1) if match.groups() else match.group(0)
+
+
+def collect_samples(files: dict[str, list[Path]], classes: Sequence[str],
+                    group_pattern: str | None) -> list[Sample]:
+    return [Sample(path, classes.index(name), name, f"{name}/{group_of(path, group_pattern)}")
+            for name in classes for path in files[name]]
+
+
+def _holdout_count(n_groups: int, fraction: float) -> int:
+    """Groups to hold out of ``n_groups``: at least one, as long as one stays behind."""
+    if fraction <= 0 or n_groups < 2:
+        return 0
+    return max(1, min(n_groups - 1, round(n_groups * fraction)))
+
+
+def assign_splits(samples: Sequence[Sample], *, seed: int, val_fraction: float,
+                  test_fraction: float, folds: int | None = None,
+                  fold: int = 0) -> dict[str, str]:
+    """Map each group to ``train``/``val``/``test``, class by class.
+
+    Without ``folds``: ``test_fraction`` and ``val_fraction`` of each class's groups are held out.
+    With ``folds=k``: each class's shuffled groups are dealt round-robin into k folds; fold
+    ``fold`` is the test set and ``val_fraction`` of the remaining groups is validation, so
+    ``fold=0..k-1`` is a group k-fold cross-validation.
+    """
+    if folds is not None:
+        if folds < 2:
+            raise ValueError(f"data.folds={folds}: expected null or an integer >= 2")
+        if not 0 <= fold < folds:
+            raise ValueError(f"data.fold={fold}: expected 0 <= fold < data.folds={folds}")
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise ValueError(f"data.{name}={value}: expected a fraction in [0, 1)")
+    groups_by_class: dict[str, list[str]] = defaultdict(list)
+    for s in samples:
+        if s.group not in groups_by_class[s.class_name]:
+            groups_by_class[s.class_name].append(s.group)
+    split_of: dict[str, str] = {}
+    for name in sorted(groups_by_class):
+        groups = sorted(groups_by_class[name])
+        random.Random(f"{seed}:{name}").shuffle(groups)
+        if folds is None:
+            n_test = _holdout_count(len(groups), test_fraction)
+            test, rest = groups[:n_test], groups[n_test:]
+        else:
+            test = [g for i, g in enumerate(groups) if i % folds == fold]
+            rest = [g for i, g in enumerate(groups) if i % folds != fold]
+        n_val = _holdout_count(len(rest), val_fraction)
+        split_of.update({g: "test" for g in test})
+        split_of.update({g: "val" for g in rest[:n_val]})
+        split_of.update({g: "train" for g in rest[n_val:]})
+    return split_of
+
+
+def write_split_csv(samples: Sequence[Sample], split_of: dict[str, str], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
+        writer.writeheader()
+        for s in samples:
+            writer.writerow({"file": str(s.path), "class": s.class_name, "group": s.group,
+                             "split": split_of[s.group]})
+
+
+def read_split_csv(path: str | Path, classes: Sequence[str]) -> tuple[list[Sample], dict[str, str]]:
+    """Reuse an earlier run's split (``data.split_file=.../split.csv``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.split_file={path}: file does not exist")
+    samples: list[Sample] = []
+    split_of: dict[str, str] = {}
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or set(CSV_FIELDS) - set(reader.fieldnames):
+            raise ValueError(f"data.split_file={path}: expected columns {list(CSV_FIELDS)}, "
+                             f"got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            if row["class"] not in classes or row["split"] not in SPLITS:
+                raise ValueError(
+                    f"data.split_file={path}, line {line}: class {row['class']!r} must be one of "
+                    f"{list(classes)} and split {row['split']!r} one of {list(SPLITS)}")
+            samples.append(Sample(Path(row["file"]), list(classes).index(row["class"]),
+                                  row["class"], row["group"]))
+            split_of[row["group"]] = row["split"]
+    return samples, split_of

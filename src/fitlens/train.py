@@ -1,0 +1,63 @@
+"""The training job: config in, trained and tested classifier out."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from fitlens.config import validate_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced; ``metric`` is what a sweep optimises."""
+
+    metric: float | None
+    best_checkpoint: str | None
+    output_dir: str
+    val_metrics: dict[str, float] = field(default_factory=dict)
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _scalars(metrics: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+    """Instantiate datamodule, model, callbacks, loggers and trainer from the config."""
+    datamodule = instantiate(cfg.data, _convert_="all")
+    model = instantiate(cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def run(cfg: DictConfig) -> TrainResult:
+    """Seed, fit, then test the best checkpoint."""
+    validate_config(cfg)
+    pl.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    val = _scalars({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        val[f"best_{checkpoint.monitor}"] = float(checkpoint.best_model_score)
+    test: dict[str, float] = {}
+    if cfg.get("test"):
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        test = _scalars(results[0]) if results else {}
+    metrics = {**val, **test}
+    monitored = cfg.get("optimized_metric")
+    metric = val.get(f"best_{monitored}", metrics.get(monitored)) if monitored else None
+    return TrainResult(metric=metric, best_checkpoint=best,
+                       output_dir=str(Path(cfg.paths.output_dir)), val_metrics=val,
+                       test_metrics=test)
