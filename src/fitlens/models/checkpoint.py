@@ -1,0 +1,94 @@
+"""A trained network as plain files that load without unpickling code.
+
+A Lightning checkpoint needs the training code and optimizer state; the app and the export need
+only the weights and enough config to rebuild the architecture. The bundle is:
+
+- ``model_state.pt``: ``ExerciseNet.state_dict()`` (tensors only: ``torch.load(weights_only=True)``)
+- ``model.yaml``: the resolved model config (backbone target, dropout, classes, image size)
+- ``contract.json``: the :class:`~fitlens.contract.InputSpec` plus the backbone name
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fitlens.contract import InputSpec
+from fitlens.models.classifier import ExerciseNet
+
+STATE_FILE = "model_state.pt"
+CONFIG_FILE = "model.yaml"
+CONTRACT_FILE = "contract.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or bundle that cannot be used; the message names the file."""
+
+
+def safe_load(path: str | Path) -> Any:
+    """``torch.load`` that never executes pickled code and explains a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
+            ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: not a loadable PyTorch checkpoint (corrupt, truncated, or it holds objects "
+            f"other than tensors, which are refused for safety): {exc}") from exc
+
+
+def lightning_state_to_net_state(ckpt: dict[str, Any], source: str) -> dict[str, torch.Tensor]:
+    """The ``net.*`` weights of an :class:`ExerciseClassifier` Lightning checkpoint."""
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: expected a Lightning checkpoint with a 'state_dict'")
+    net = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+    if not net:
+        raise CheckpointError(f"{source}: no 'net.*' weights; not a Fitlens classifier checkpoint")
+    return net
+
+
+def build_net(model_cfg: DictConfig) -> tuple[ExerciseNet, InputSpec]:
+    """Rebuild the architecture from a model config, with random weights (to be loaded)."""
+    backbone = instantiate(model_cfg.backbone, pretrained=False, weights_path=None)
+    spec = InputSpec(classes=tuple(model_cfg.classes), size=int(model_cfg.image_size),
+                     mean=backbone.mean, std=backbone.std)
+    net = ExerciseNet(backbone, spec.num_classes, float(model_cfg.get("dropout", 0.0)))
+    return net, spec
+
+
+def save_bundle(net_state: dict[str, torch.Tensor], model_cfg: DictConfig, spec: InputSpec,
+                backbone_name: str, folder: str | Path) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(net_state, folder / STATE_FILE)
+    OmegaConf.save(model_cfg, folder / CONFIG_FILE, resolve=True)
+    contract = {**spec.to_dict(), "backbone": backbone_name}
+    (folder / CONTRACT_FILE).write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
+def load_bundle(folder: str | Path) -> tuple[ExerciseNet, InputSpec, DictConfig]:
+    """Rebuild the trained network from a bundle folder, in eval mode."""
+    folder = Path(folder)
+    for name in (STATE_FILE, CONFIG_FILE):
+        if not (folder / name).is_file():
+            raise CheckpointError(f"{folder}: model bundle is missing {name}")
+    model_cfg = OmegaConf.load(folder / CONFIG_FILE)
+    net, spec = build_net(model_cfg)
+    state = safe_load(folder / STATE_FILE)
+    try:
+        net.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{folder / STATE_FILE}: weights do not fit the architecture in "
+                              f"{CONFIG_FILE}: {exc}") from exc
+    return net.eval(), spec, model_cfg
