@@ -56,8 +56,8 @@ def run(cfg: DictConfig) -> TrainResult:
         results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
         test = _scalars(results[0]) if results else {}
     metrics = {**val, **test}
-    monitored = cfg.get("optimized_metric")
-    metric = val.get(f"best_{monitored}", metrics.get(monitored)) if monitored else None
+    optimized = cfg.get("optimized_metric")
+    metric = val.get(f"best_{optimized}", metrics.get(optimized)) if optimized else None
     return TrainResult(metric=metric, best_checkpoint=best,
                        output_dir=str(Path(cfg.paths.output_dir)), val_metrics=val,
                        test_metrics=test)
