@@ -1,0 +1,7 @@
+import 'package:flutter/material.dart';
+
+import 'src/ui/app.dart';
+
+void main() {
+  runApp(const FitlensApp());
+}

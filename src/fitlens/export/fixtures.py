@@ -1,0 +1,252 @@
+"""Golden preprocessing fixtures for the app, independent of any trained model.
+
+Each fixture is a small image that exercises one decoding path (plain JPEG, EXIF-rotated JPEG,
+alpha, palette, palette with per-entry transparency, greyscale) plus the exact float32 tensor
+:func:`fitlens.data.images.preprocess` makes of it. The Flutter app's Dart preprocessing must
+reproduce those tensors (``flutter_app/test/preprocess_test.dart``); a Python test recomputes them,
+so a change to the Python preprocessing shows up as a fixture diff, not as a silent app mismatch.
+:func:`expected_probabilities` adds a given model's outputs on the same tensors, which the app's
+model test compares against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image, ImageOps
+
+from fitlens.contract import RESIZE_RULE, InputSpec
+from fitlens.data.images import preprocess
+from fitlens.export.metadata import (
+    FIXED_INPUT,
+    INPUT_NAME,
+    PROBABILITIES_NAME,
+    build_metadata,
+    sha256_file,
+    write_metadata,
+)
+
+INDEX_FILE = "fixtures.json"
+SAMPLE_META_FILE = "model_meta.sample.json"
+FIXTURE_SIZE = 224
+#: Dart's JPEG decoder (package:image) rounds its IDCT/colour conversion differently from
+#: libjpeg-turbo; PNG decoding is lossless, so only float rounding is allowed there.
+JPEG_TOLERANCE = 2 / 255
+PNG_TOLERANCE = 1 / 255
+#: Model outputs on identical tensors may differ by kernel rounding between runtimes.
+PROBABILITY_ATOL = 1e-4
+#: Photos (relative to the data root, ``<class>/<file>``) the two JPEG fixtures are cut from.
+SOURCE_PHOTOS = {
+    "photo.jpg": "squats/fedb__Goblet_Squat__0.jpg",
+    "rotated_exif6.jpg": "pullup/fedb__Wide-Grip_Rear_Pull-Up__0.jpg",
+}
+_EXIF_ORIENTATION = 0x0112
+
+
+def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+    y, x = np.mgrid[0:height, 0:width]
+    return x.astype(np.float64), y.astype(np.float64)
+
+
+def _photo_jpeg(source: Path, out: Path) -> None:
+    # 360x241: bigger than the model input both ways, so the app's downscaling path is covered.
+    # 4:4:4 chroma: package:image upsamples 4:2:0 chroma differently from libjpeg (see README).
+    img = ImageOps.exif_transpose(Image.open(source)).convert("RGB")
+    img = img.resize((360, round(360 * img.height / img.width)), Image.LANCZOS)
+    img.save(out, quality=90, subsampling=0)
+
+
+def _rotated_jpeg(source: Path, out: Path) -> None:
+    # Displayed 160 px wide (upscaling path); stored sideways with orientation 6 ("rotate 90
+    # degrees clockwise to display"), as phone cameras write portrait shots.
+    img = ImageOps.exif_transpose(Image.open(source)).convert("RGB")
+    shown = img.resize((160, round(160 * img.height / img.width)), Image.LANCZOS)
+    exif = Image.Exif()
+    exif[_EXIF_ORIENTATION] = 6
+    shown.transpose(Image.Transpose.ROTATE_90).save(out, quality=90, subsampling=0,
+                                                    exif=exif.tobytes())
+
+
+def _alpha_png(out: Path) -> None:
+    # Opaque, graded and fully transparent regions over colour gradients and hard edges.
+    x, y = _grid(300, 200)
+    rgb = np.stack([x / 299 * 255, y / 199 * 255, ((x // 25 + y // 25) % 2) * 255], axis=-1)
+    alpha = np.clip((x - 100) / 100 * 255, 0, 255)
+    alpha[(x - 230) ** 2 + (y - 100) ** 2 < 45 ** 2] = 0
+    alpha[:40] = 255
+    rgba = np.concatenate([rgb, alpha[..., None]], axis=-1).round().astype(np.uint8)
+    Image.fromarray(rgba, "RGBA").save(out)
+
+
+def _palette(width: int, height: int, colors: int) -> Image.Image:
+    x, y = _grid(width, height)
+    index = ((x // 16 + y // 16 * 3 + (x + y) // 40) % colors).astype(np.uint8)
+    img = Image.fromarray(index, "P")
+    palette = [(37 * i % 256, 91 * i % 256, 173 * i % 256) for i in range(colors)]
+    img.putpalette([c for rgb in palette for c in rgb])
+    return img
+
+
+def _palette_png(out: Path) -> None:
+    img = _palette(257, 190, 16)
+    img.save(out)
+
+
+def _palette_alpha_png(out: Path) -> None:
+    # tRNS with one alpha per palette entry: fully transparent, partial and opaque entries.
+    img = _palette(180, 240, 8)
+    img.save(out, transparency=bytes([0, 64, 128, 192, 255, 255, 30, 255]))
+
+
+def _gray_png(out: Path) -> None:
+    # 5:1 aspect: the resize squashes x and stretches y in one image.
+    x, y = _grid(500, 100)
+    gray = 127.5 + 127.5 * np.sin(x / 7.0) * np.cos(y / 11.0)
+    gray[:, 240:260] = 0
+    gray[45:55, :] = 255
+    Image.fromarray(gray.round().astype(np.uint8), "L").save(out)
+
+
+#: file -> (notes, maker). Photo makers take (source photo, out path); synthetic ones (out path).
+FIXTURES: dict[str, tuple[str, Callable[..., None]]] = {
+    "photo.jpg": ("Real photo (public-domain free-exercise-db), 360x241, 4:4:4 JPEG: the "
+                  "downscaling path.", _photo_jpeg),
+    "rotated_exif6.jpg": ("JPEG stored sideways (120x160) with EXIF orientation 6: displayed "
+                          "160x120 after the rotation; the upscaling path.", _rotated_jpeg),
+    "alpha.png": ("RGBA PNG with opaque, graded and fully transparent pixels: composited over "
+                  "white.", _alpha_png),
+    "palette.png": ("Palette (P) PNG, 16 colours, 257x190, no transparency.", _palette_png),
+    "palette_alpha.png": ("Palette PNG with a tRNS alpha per entry (0..255): composited over "
+                          "white.", _palette_alpha_png),
+    "gray.png": ("8-bit greyscale (L) PNG, 500x100: grey to RGB, strongly non-square resize.",
+                 _gray_png),
+}
+
+
+def write_images(out_dir: Path, data_root: Path) -> None:
+    """(Re)create the fixture images; the JPEGs are cut from photos under ``data_root``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, (_, make) in FIXTURES.items():
+        if name in SOURCE_PHOTOS:
+            source = data_root / SOURCE_PHOTOS[name]
+            if not source.is_file():
+                raise FileNotFoundError(
+                    f"{source}: source photo for fixture {name} not found; expected the shared "
+                    "data under <data root>/<class>/ (bash scripts/setup.sh links ./data)")
+            make(source, out_dir / name)
+        else:
+            make(out_dir / name)
+
+
+def _tensor_file(name: str) -> str:
+    return f"{Path(name).stem}.input.f32"
+
+
+def build_index(fixtures_dir: Path, size: int = FIXTURE_SIZE) -> dict[str, Any]:
+    """Write each image's ``.input.f32`` tensor; return the index (``fixtures.json``) of them."""
+    entries = []
+    for name, (notes, _) in FIXTURES.items():
+        image = fixtures_dir / name
+        tensor = preprocess(image, size).astype("<f4")
+        (fixtures_dir / _tensor_file(name)).write_bytes(tensor.tobytes())
+        is_jpeg = image.suffix.lower() in (".jpg", ".jpeg")
+        entries.append({
+            "file": name,
+            "tensor_file": _tensor_file(name),
+            "shape": list(tensor.shape),
+            "dtype": "float32",
+            "sha256": sha256_file(image),
+            "tensor_sha256": sha256_file(fixtures_dir / _tensor_file(name)),
+            "max_abs_diff": JPEG_TOLERANCE if is_jpeg else PNG_TOLERANCE,
+            "notes": notes,
+        })
+    return {
+        "schema_version": 1,
+        "size": size,
+        "resize": RESIZE_RULE,
+        "layout": FIXED_INPUT["layout"],
+        "color": FIXED_INPUT["color"],
+        "scale": FIXED_INPUT["scale"],
+        "dtype": "float32",
+        "byte_order": "little",
+        "fixtures": entries,
+    }
+
+
+def sample_metadata(classes: Sequence[str], size: int = FIXTURE_SIZE) -> dict[str, Any]:
+    """A model_meta.json as the exporter writes it, for a placeholder model: the app's tests
+    parse it, so they break when the Python schema changes and the Dart parser does not."""
+    return build_metadata(
+        InputSpec(classes=tuple(classes), size=size), model_file="fitness_resnet18.onnx",
+        model_name="resnet18", sha256="0" * 64, opset=18, threshold=0.6,
+        registered_model="exercise-classifier", version="1", run_id=None, metrics={},
+        exported_at="2000-01-01T00:00:00Z")
+
+
+def write_fixtures(out_dir: Path, classes: Sequence[str], *, data_root: Path | None = None,
+                   size: int = FIXTURE_SIZE) -> dict[str, Any]:
+    """Write tensors, ``fixtures.json`` and the sample metadata into ``out_dir``.
+
+    With ``data_root`` the images are regenerated first; without, the images already in
+    ``out_dir`` are used (after a deliberate preprocessing change).
+    """
+    if data_root is not None:
+        write_images(out_dir, data_root)
+    index = build_index(out_dir, size)
+    write_metadata(index, out_dir / INDEX_FILE)
+    write_metadata(sample_metadata(classes, size), out_dir / SAMPLE_META_FILE)
+    return index
+
+
+def read_index(fixtures_dir: Path) -> dict[str, Any]:
+    path = fixtures_dir / INDEX_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: fixture index not found; run "
+                                "python scripts/make_fixtures.py")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_tensor(fixtures_dir: Path, entry: dict[str, Any]) -> np.ndarray:
+    data = (fixtures_dir / entry["tensor_file"]).read_bytes()
+    return np.frombuffer(data, dtype="<f4").reshape(entry["shape"]).astype(np.float32)
+
+
+def expected_probabilities(onnx_path: str | Path, fixtures_dir: str | Path) -> dict[str, Any]:
+    """The model's ``probabilities`` on every fixture tensor, for the app's model test.
+
+    Runs on the stored tensors (not the images), so the app compares ONNX Runtime against ONNX
+    Runtime, independent of its JPEG decoder.
+    """
+    onnx_path, fixtures_dir = Path(onnx_path), Path(fixtures_dir)
+    index = read_index(fixtures_dir)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    if INPUT_NAME not in inputs or PROBABILITIES_NAME not in outputs:
+        raise ValueError(f"{onnx_path}: inputs {list(inputs)}, outputs {outputs}; expected an "
+                         f"input {INPUT_NAME!r} and an output {PROBABILITIES_NAME!r}")
+    spatial = inputs[INPUT_NAME].shape[2:]
+    if any(isinstance(d, int) and d != index["size"] for d in spatial):
+        raise ValueError(f"{onnx_path}: input is {inputs[INPUT_NAME].shape}, fixtures are "
+                         f"{index['size']}x{index['size']}; regenerate them with "
+                         "python scripts/make_fixtures.py --tensors-only --size N")
+    results = []
+    for entry in index["fixtures"]:
+        (probs,) = session.run([PROBABILITIES_NAME], {INPUT_NAME: load_tensor(fixtures_dir, entry)})
+        results.append({"file": entry["file"], "tensor_file": entry["tensor_file"],
+                        "probabilities": [float(p) for p in np.asarray(probs)[0]]})
+    return {
+        "schema_version": 1,
+        "model_file": onnx_path.name,
+        "model_sha256": sha256_file(onnx_path),
+        "input": INPUT_NAME,
+        "output": PROBABILITIES_NAME,
+        "size": index["size"],
+        "atol": PROBABILITY_ATOL,
+        "fixtures": results,
+    }
