@@ -61,6 +61,7 @@ class ExerciseClassifier(pl.LightningModule):
         label_smoothing: float = 0.0,
         class_weighting: bool = False,
         freeze_backbone_epochs: int = 0,
+        backbone_lr_scale: float = 1.0,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -78,6 +79,9 @@ class ExerciseClassifier(pl.LightningModule):
         self.label_smoothing = label_smoothing
         self.class_weighting = class_weighting
         self.freeze_backbone_epochs = freeze_backbone_epochs
+        if backbone_lr_scale <= 0:
+            raise ValueError(f"model.backbone_lr_scale={backbone_lr_scale}: expected > 0")
+        self.backbone_lr_scale = backbone_lr_scale
         n = self.spec.num_classes
         self.register_buffer("class_weights", torch.ones(n))
         self.train_metrics = _metrics(n, "train/")
@@ -112,9 +116,9 @@ class ExerciseClassifier(pl.LightningModule):
         frozen = self.current_epoch < self.freeze_backbone_epochs
         for p in self.net.features.parameters():
             p.requires_grad_(not frozen)
-        if frozen:
-            # Frozen means frozen: BatchNorm statistics stay the pretrained ones too.
-            self.net.features.eval()
+        # Frozen means frozen: BatchNorm statistics stay the pretrained ones too. Lightning keeps
+        # submodule modes across epochs, so the mode is set both ways.
+        self.net.features.train(not frozen)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
@@ -165,7 +169,15 @@ class ExerciseClassifier(pl.LightningModule):
         self._test_probs, self._test_labels = [], []
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        # Pretrained features move slower than the new head (backbone_lr_scale < 1): a full
+        # learning rate on them wipes out what ImageNet taught within an epoch on 60 photos.
+        groups = [{"params": list(self.net.features.parameters()),
+                   "lr_scale": self.backbone_lr_scale},
+                  {"params": [p for n, p in self.named_parameters()
+                              if not n.startswith("net.features.")], "lr_scale": 1.0}]
+        optimizer = self.optimizer_factory(groups)
+        for group in optimizer.param_groups:
+            group["lr"] *= group["lr_scale"]
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
