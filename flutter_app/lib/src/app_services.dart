@@ -1,8 +1,9 @@
 /// Everything the screens need, loaded once at start-up from the app bundle.
 library;
 
-import 'dart:typed_data';
-
+// FlutterError, which a missing asset throws, is declared in foundation (services.dart does not
+// re-export it); foundation also re-exports dart:typed_data's Uint8List.
+import 'package:flutter/foundation.dart' show FlutterError, Uint8List;
 import 'package:flutter/services.dart';
 
 import 'classifier.dart';

@@ -331,7 +331,9 @@ class _Engine {
       return _Reply(request.id, probabilities, preprocessMs, watch.elapsedMilliseconds);
     } on ImageDecodeException catch (e) {
       return _Failure(request.id, e.message, imageUnreadable: true);
-    } on Exception catch (e) {
+    } catch (e) {
+      // Anything else, Errors included, fails this request only. Letting it escape would end
+      // the isolate (errorsAreFatal) and with it the session: every later photo would fail.
       return _Failure(request.id, 'inference failed: $e');
     }
   }

@@ -64,6 +64,28 @@ Float32List preprocessImageBytes(
 
 /// Steps 1 and 2: decode, orient and flatten to 8-bit RGB over white.
 RgbImage decodeRgb(Uint8List encoded, {int maxPixels = defaultMaxPixels}) {
+  final img.Image decoded;
+  try {
+    decoded = _decode(encoded, maxPixels);
+  } on ImageDecodeException {
+    rethrow;
+  } on Exception catch (e) {
+    throw ImageDecodeException('corrupt or truncated image ($e)');
+  } on Error catch (e) {
+    // The bytes are untrusted: package:image's format sniffing, header parsing and decoders
+    // throw Errors on malformed input (RangeError past the end of a truncated file, failed
+    // casts, bad state). That is a bad photo, not a bug in the app.
+    throw ImageDecodeException('corrupt or truncated image ($e)');
+  }
+  final exif = decoded.exif.imageIfd;
+  final oriented = exif.hasOrientation && exif.orientation != 1
+      ? img.bakeOrientation(decoded)
+      : decoded;
+  return _toRgb(oriented);
+}
+
+/// Step 1 without the orientation: the first frame, after the size guard.
+img.Image _decode(Uint8List encoded, int maxPixels) {
   final decoder = img.findDecoderForData(encoded);
   if (decoder == null) {
     throw const ImageDecodeException(
@@ -77,23 +99,11 @@ RgbImage decodeRgb(Uint8List encoded, {int maxPixels = defaultMaxPixels}) {
       '(decompression-bomb guard); downscale the image first',
     );
   }
-  final img.Image? decoded;
-  try {
-    decoded = decoder.decode(encoded, frame: 0);
-  } on Exception catch (e) {
-    throw ImageDecodeException('corrupt or truncated image ($e)');
-  } on RangeError catch (e) {
-    // Truncated files make the decoders read past the end of their buffer.
-    throw ImageDecodeException('corrupt or truncated image ($e)');
-  }
+  final decoded = decoder.decode(encoded, frame: 0);
   if (decoded == null) {
     throw const ImageDecodeException('corrupt or truncated image');
   }
-  final exif = decoded.exif.imageIfd;
-  final oriented = exif.hasOrientation && exif.orientation != 1
-      ? img.bakeOrientation(decoded)
-      : decoded;
-  return _toRgb(oriented);
+  return decoded;
 }
 
 RgbImage _toRgb(img.Image image) {

@@ -43,7 +43,18 @@ class _StartupGateState extends State<StartupGate> {
   void initState() {
     super.initState();
     _services = AppServices.load(widget.bundle);
-    _services.then<void>((services) => _loaded = services, onError: (Object _) {});
+    _services.then<void>(
+      (services) {
+        if (mounted) {
+          _loaded = services;
+        } else {
+          // Disposed while loading: nobody will dispose it later, so stop the isolate now.
+          services.dispose();
+        }
+      },
+      // The FutureBuilder shows the error; this only keeps it from being reported unhandled.
+      onError: (Object _) {},
+    );
   }
 
   @override

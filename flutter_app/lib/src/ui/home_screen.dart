@@ -1,5 +1,3 @@
-import 'dart:typed_data';
-
 import 'package:fitlens_app/l10n/gen/app_localizations.dart';
 import 'package:flutter/material.dart';
 import 'package:flutter/services.dart';
@@ -25,6 +23,9 @@ class _HomeScreenState extends State<HomeScreen> {
   String? _error;
 
   Future<void> _classifyFrom(ImageSource source) async {
+    if (_busy) {
+      return; // a second tap before the buttons were replaced by the spinner
+    }
     final l10n = AppLocalizations.of(context);
     setState(() {
       _busy = true;
@@ -38,7 +39,7 @@ class _HomeScreenState extends State<HomeScreen> {
         _finish();
         return;
       }
-      final Uint8List bytes = await file.readAsBytes();
+      final bytes = await file.readAsBytes();
       final prediction = await widget.services.classifier.classify(bytes);
       _finish();
       if (!mounted) {
@@ -62,6 +63,10 @@ class _HomeScreenState extends State<HomeScreen> {
       );
     } on PlatformException catch (e) {
       _finish(error: l10n.pickFailed(e.message ?? e.code));
+    } on Exception catch (e) {
+      // E.g. a FileSystemException from readAsBytes. Without this the spinner would stay up
+      // for good: nothing else resets _busy.
+      _finish(error: l10n.imageUnreadable('$e'));
     }
   }
 
