@@ -1,0 +1,136 @@
+"""A static int8 (QDQ) variant of the exported model, shipped only if it scores like fp32.
+
+Static QDQ keeps the file a plain ONNX graph (QuantizeLinear/DequantizeLinear around the fp32
+ops) that any ONNX Runtime runs, including the app's; per-channel weight scales keep conv layers
+with very different filter ranges accurate. Activation ranges are calibrated on training images
+through the app's preprocessing, the same pixels the model will see on the phone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from fitlens.data.images import preprocess
+from fitlens.export.metadata import APP_MAX_IR_VERSION, INPUT_NAME
+from fitlens.export.onnx import ExportError, check_loadable
+
+
+class QuantizationRefused(ExportError):
+    """The int8 model scores worse than fp32 by more than ``export.max_drop``."""
+
+
+@dataclass(frozen=True)
+class Scores:
+    accuracy: float
+    f1_macro: float
+
+
+@dataclass(frozen=True)
+class QuantizeReport:
+    path: Path
+    fp32_bytes: int
+    int8_bytes: int
+    fp32: Scores
+    int8: Scores
+    test_images: int
+    calibration_images: int
+    max_drop: float
+
+    @property
+    def drop(self) -> float:
+        """The larger of the accuracy and macro-F1 drops (fractions: 0.01 = one point)."""
+        return max(self.fp32.accuracy - self.int8.accuracy, self.fp32.f1_macro - self.int8.f1_macro)
+
+
+class ImageCalibrationReader(CalibrationDataReader):
+    """Feeds images one at a time (batch 1, as the app runs) through the app's preprocessing."""
+
+    def __init__(self, images: Sequence[Path], size: int) -> None:
+        self.images = list(images)
+        self.size = size
+        self._items: Iterator[dict[str, np.ndarray]] = self._feed()
+
+    def _feed(self) -> Iterator[dict[str, np.ndarray]]:
+        for path in self.images:
+            yield {INPUT_NAME: preprocess(path, self.size)}
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+    def rewind(self) -> None:
+        self._items = self._feed()
+
+
+def scores(probs: np.ndarray, labels: np.ndarray) -> Scores:
+    """Accuracy and macro-F1; the macro mean runs over classes that occur in labels or
+    predictions (as torchmetrics does), so a class missing from a small test split is no 0."""
+    predicted = probs.argmax(axis=1)
+    labels = np.asarray(labels)
+    f1s = []
+    for c in np.union1d(labels, predicted):
+        tp = np.sum((predicted == c) & (labels == c))
+        fp = np.sum((predicted == c) & (labels != c))
+        fn = np.sum((predicted != c) & (labels == c))
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return Scores(accuracy=float(np.mean(predicted == labels)), f1_macro=float(np.mean(f1s)))
+
+
+def check_drop(fp32: Scores, int8: Scores, max_drop: float, source: str) -> None:
+    """Raise :class:`QuantizationRefused` if int8 loses more than ``max_drop`` on either score."""
+    drops = {"accuracy": fp32.accuracy - int8.accuracy, "macro-F1": fp32.f1_macro - int8.f1_macro}
+    worst = max(drops, key=lambda k: drops[k])
+    if drops[worst] > max_drop:
+        raise QuantizationRefused(
+            f"{source}: int8 {worst} drops by {drops[worst] * 100:.1f} points on the test split "
+            f"(accuracy {fp32.accuracy:.3f} -> {int8.accuracy:.3f}, macro-F1 "
+            f"{fp32.f1_macro:.3f} -> {int8.f1_macro:.3f}); export.max_drop={max_drop:g} allows "
+            f"{max_drop * 100:.1f}. Not shipping it: export without export.quantize, or raise "
+            "export.max_drop if that loss is acceptable")
+
+
+def quantize_int8(fp32_path: str | Path, dest: str | Path, calibration: Sequence[Path],
+                  size: int) -> Path:
+    """Write a static QDQ int8 copy of ``fp32_path`` to ``dest`` (atomically), calibrated on
+    ``calibration`` images."""
+    fp32_path, dest = Path(fp32_path), Path(dest)
+    if not calibration:
+        raise ValueError(f"{fp32_path}: int8 calibration needs training images; the training "
+                         "split is empty")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=dest.parent) as work:
+        prepared, quantized = Path(work) / "prepared.onnx", Path(work) / "int8.onnx"
+        # Shape inference and graph fusion first (BN into conv etc.), so the quantizer sees the
+        # graph ONNX Runtime will run and places Q/DQ where kernels can fuse them.
+        quant_pre_process(str(fp32_path), str(prepared))
+        quantize_static(str(prepared), str(quantized), ImageCalibrationReader(calibration, size),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        model = onnx.load(str(quantized))
+        model.ir_version = min(model.ir_version, APP_MAX_IR_VERSION)
+        # quant_pre_process stamps every domain its runtime knows (ai.onnx.ml 5, training, ...);
+        # the app's older runtime need not know those versions, and no node uses them.
+        used = {node.domain for node in model.graph.node} | {"", "ai.onnx"}
+        kept = [o for o in model.opset_import if o.domain in used]
+        del model.opset_import[:]
+        model.opset_import.extend(kept)
+        onnx.save_model(model, str(quantized), save_as_external_data=False)
+        check_loadable(quantized, size)
+        os.chmod(quantized, 0o644)
+        os.replace(quantized, dest)
+    return dest

@@ -1,0 +1,156 @@
+"""Classify photos with the exported model, the way the app does.
+
+Everything comes from ``model_meta.json``: which file to load (checked against its SHA-256),
+the input size, the class order and the "not sure" threshold. Images go through
+:func:`fitlens.data.images.preprocess`, the preprocessing the app mirrors, so a result here is
+the result the app shows for the same file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from fitlens.data.images import IMAGE_SUFFIXES, ImageLoadError, preprocess
+from fitlens.export.metadata import (
+    MetadataError,
+    read_metadata,
+    sha256_file,
+    validate_metadata,
+)
+
+META_FILE = "model_meta.json"
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: Path
+    #: (class, probability), most probable first.
+    top: tuple[tuple[str, float], ...]
+    threshold: float
+
+    @property
+    def confident(self) -> bool:
+        """The app's rule: an answer only at or above the threshold, otherwise "not sure"."""
+        return self.top[0][1] >= self.threshold
+
+    @property
+    def label(self) -> str | None:
+        return self.top[0][0] if self.confident else None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    predictions: list[Prediction]
+    skipped: list[Skipped]
+
+
+class Predictor:
+    """The exported model in ``model_dir`` (or its ``variant``, e.g. ``int8``), ready to run."""
+
+    def __init__(self, model_dir: str | Path, variant: str | None = None) -> None:
+        self.model_dir = Path(model_dir)
+        meta_path = self.model_dir / META_FILE
+        self.meta = read_metadata(meta_path)
+        self.spec = validate_metadata(self.meta, str(meta_path))
+        entry = self.meta
+        if variant is not None:
+            variants = self.meta.get("variants") or {}
+            if variant not in variants:
+                raise MetadataError(f"{meta_path}: no variant {variant!r}; it has "
+                                    f"{sorted(variants) or 'none'} (export with "
+                                    "export.quantize=int8 for an int8 variant)")
+            entry = variants[variant]
+            missing = [k for k in ("model_file", "sha256", "threshold")
+                       if not isinstance(entry, dict) or k not in entry]
+            if missing:
+                raise MetadataError(f"{meta_path}: variants.{variant} lacks {missing}; expected "
+                                    "model_file, sha256 and threshold as the export writes them")
+        self.variant = variant
+        self.model_path = self.model_dir / entry["model_file"]
+        self.sha256 = entry["sha256"]
+        self.threshold = float(entry["threshold"])
+        if not self.model_path.is_file():
+            raise MetadataError(f"{meta_path}: names {entry['model_file']}, which is not in "
+                                f"{self.model_dir}; re-run python scripts/export.py")
+        if sha256_file(self.model_path) != self.sha256:
+            raise MetadataError(f"{self.model_path}: SHA-256 differs from {meta_path}; the model "
+                                "and its metadata come from different exports, re-run "
+                                "python scripts/export.py")
+        self.input_name = self.meta["input"]["name"]
+        self.output_name = self.meta["outputs"]["probabilities"]
+        self.session = ort.InferenceSession(str(self.model_path),
+                                            providers=["CPUExecutionProvider"])
+
+    def predict_file(self, path: str | Path, top_k: int = 3) -> Prediction:
+        """Classify one file; raises :class:`ImageLoadError` if it is not a usable image."""
+        x = preprocess(path, self.spec.size)
+        (probs,) = self.session.run([self.output_name], {self.input_name: x})
+        probs = np.asarray(probs, dtype=np.float64)[0]
+        order = np.argsort(-probs, kind="stable")[:max(1, top_k)]
+        return Prediction(Path(path), tuple((self.spec.classes[i], float(probs[i]))
+                                            for i in order), self.threshold)
+
+    def predict_paths(self, paths: Sequence[str | Path], top_k: int = 3) -> PredictResult:
+        """Classify files and the images in directories; unusable files are skipped with the
+        reason, so one broken photo does not stop a folder."""
+        predictions, skipped = [], []
+        for path in iter_images(paths):
+            try:
+                predictions.append(self.predict_file(path, top_k))
+            except ImageLoadError as exc:
+                skipped.append(Skipped(path, exc.reason))
+        return PredictResult(predictions, skipped)
+
+
+def iter_images(paths: Sequence[str | Path]) -> Iterator[Path]:
+    """Named files as given (whatever their suffix); directories walked recursively for
+    image files (``IMAGE_SUFFIXES``), sorted, hidden files left out."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*")
+                              if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                              and not any(part.startswith(".")
+                                          for part in p.relative_to(path).parts))
+        else:
+            yield path
+
+
+def to_json(result: PredictResult, predictor: Predictor) -> dict[str, Any]:
+    source = predictor.meta.get("source") or {}
+    return {
+        "model": {"file": predictor.model_path.name, "sha256": predictor.sha256,
+                  "variant": predictor.variant, "registered_model": source.get("registered_model"),
+                  "version": source.get("version")},
+        "threshold": predictor.threshold,
+        "predictions": [{"file": str(p.path), "label": p.label, "confident": p.confident,
+                         "top": [{"class": c, "probability": prob} for c, prob in p.top]}
+                        for p in result.predictions],
+        "skipped": [{"file": str(s.path), "reason": s.reason} for s in result.skipped],
+    }
+
+
+def format_text(result: PredictResult) -> str:
+    """One line per image: the answer (or "not sure") and the top-k with confidences."""
+    lines = []
+    for p in result.predictions:
+        ranked = ", ".join(f"{c} {prob:.1%}" for c, prob in p.top)
+        verdict = p.label if p.confident else (f"not sure (best {p.top[0][1]:.1%} < "
+                                               f"threshold {p.threshold:.1%})")
+        lines.append(f"{p.path}: {verdict}  [{ranked}]")
+    lines.extend(f"{s.path}: skipped, {s.reason}" for s in result.skipped)
+    if not result.predictions and not result.skipped:
+        lines.append("no images found")
+    return "\n".join(lines)
