@@ -1,0 +1,204 @@
+"""Model quality per backbone: group k-fold cross-validation through the real training job.
+
+Each fold is ``fitlens.train.run`` on the composed train config (``data.folds=k data.fold=i``,
+groups = exercise variants, so no variant is on both sides), then the export stage's own steps
+on the fold's best checkpoint: ONNX export with parity, int8 quantisation calibrated on the
+fold's training images, macro-F1 of both files on the fold's test images, the "not sure"
+threshold on its validation images and how many photos of *other* exercises pass it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from fitlens.bench.configs import compose_config
+from fitlens.bench.exported import ExportedModel, export_variants
+from fitlens.contract import InputSpec
+from fitlens.data.splits import SPLITS, Sample, read_split_csv
+from fitlens.export.onnx import ExportError, image_probabilities, session_for
+from fitlens.export.quantize import Scores, scores
+from fitlens.export.threshold import (
+    ThresholdError,
+    choose_threshold,
+    other_acceptance,
+)
+from fitlens.models.backbones import PretrainedWeightsUnavailable
+from fitlens.models.checkpoint import build_net, lightning_state_to_net_state, safe_load
+from fitlens.models.classifier import ExerciseNet
+from fitlens.train import run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    folds: int = 5
+    #: Run only the first n folds (``--quick``); None runs all ``folds``.
+    run_folds: int | None = None
+    epochs: int = 12
+    #: The export stage's settings (conf/export.yaml), so thresholds and files match its own.
+    target_precision: float = 0.95
+    opset: int = 18
+    parity_tol: float = 1e-4
+
+    @property
+    def fold_ids(self) -> range:
+        return range(self.folds if self.run_folds is None else min(self.run_folds, self.folds))
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    fold: int
+    #: ``test/f1_macro`` and ``test/acc`` of the training job (PyTorch, best checkpoint).
+    f1_macro: float
+    accuracy: float
+    train_seconds: float
+    test_images: int
+    #: The fold's best Lightning checkpoint (the latency section rebuilds the net from it).
+    checkpoint: str | None = None
+    onnx_fp32: Scores | None = None
+    onnx_int8: Scores | None = None
+    threshold: float | None = None
+    other_images: int = 0
+    other_accepted: int = 0
+    exported: ExportedModel | None = None
+    #: Why a later step has no number (threshold not reachable, export refused).
+    notes: tuple[str, ...] = ()
+
+    @property
+    def int8_f1_drop(self) -> float | None:
+        if self.onnx_fp32 is None or self.onnx_int8 is None:
+            return None
+        return self.onnx_fp32.f1_macro - self.onnx_int8.f1_macro
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fold": self.fold, "f1_macro": self.f1_macro, "accuracy": self.accuracy,
+            "train_seconds": self.train_seconds, "test_images": self.test_images,
+            "onnx_fp32_f1_macro": self.onnx_fp32.f1_macro if self.onnx_fp32 else None,
+            "onnx_int8_f1_macro": self.onnx_int8.f1_macro if self.onnx_int8 else None,
+            "int8_f1_drop": self.int8_f1_drop, "threshold": self.threshold,
+            "other_images": self.other_images, "other_accepted": self.other_accepted,
+            "export": self.exported.to_dict() if self.exported else None,
+            "notes": list(self.notes)}
+
+
+@dataclass
+class BackboneQuality:
+    backbone: str
+    folds: list[FoldResult] = field(default_factory=list)
+    #: Why no fold ran (e.g. no pretrained weights on this machine).
+    skipped: str | None = None
+
+    def _values(self, name: str) -> list[float]:
+        values = [getattr(f, name) for f in self.folds]
+        return [v for v in values if v is not None]
+
+    def mean(self, name: str) -> float | None:
+        values = self._values(name)
+        return float(np.mean(values)) if values else None
+
+    def std(self, name: str) -> float | None:
+        values = self._values(name)
+        return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+    @property
+    def other_accepted_fraction(self) -> float | None:
+        images = sum(f.other_images for f in self.folds)
+        return sum(f.other_accepted for f in self.folds) / images if images else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backbone": self.backbone, "skipped": self.skipped,
+                "folds_run": len(self.folds),
+                "f1_macro_mean": self.mean("f1_macro"), "f1_macro_std": self.std("f1_macro"),
+                "accuracy_mean": self.mean("accuracy"),
+                "int8_f1_drop_mean": self.mean("int8_f1_drop"),
+                "int8_f1_drop_max": max(self._values("int8_f1_drop"), default=None),
+                "threshold_mean": self.mean("threshold"),
+                "other_accepted_fraction": self.other_accepted_fraction,
+                "per_fold": [f.to_dict() for f in self.folds]}
+
+
+def _splits(split_csv: Path, classes: Sequence[str]) -> dict[str, list[Sample]]:
+    samples, split_of = read_split_csv(split_csv, classes)
+    return {name: [s for s in samples if split_of[s.group] == name] for name in SPLITS}
+
+
+def _onnx_scores(path: Path, samples: Sequence[Sample], size: int) -> tuple[Scores, np.ndarray]:
+    probs, _ = image_probabilities(session_for(path), [s.path for s in samples], size)
+    return scores(probs, np.array([s.label for s in samples])), probs
+
+
+def trained_net(model_cfg: DictConfig, checkpoint: str) -> tuple[ExerciseNet, InputSpec]:
+    """The network of a Lightning checkpoint, rebuilt as the export stage rebuilds it."""
+    net, spec = build_net(model_cfg)
+    net.load_state_dict(lightning_state_to_net_state(safe_load(checkpoint), checkpoint))
+    return net.eval(), spec
+
+
+def _fold(cfg: DictConfig, backbone: str, fold: int, other_dir: Path | None,
+          settings: QualitySettings) -> FoldResult:
+    start = time.perf_counter()
+    result = run(cfg)
+    train_seconds = time.perf_counter() - start
+    splits = _splits(Path(cfg.data.split_csv), list(cfg.data.classes))
+    fold_result = FoldResult(fold=fold, f1_macro=result.test_metrics["test/f1_macro"],
+                             accuracy=result.test_metrics["test/acc"],
+                             train_seconds=train_seconds, test_images=len(splits["test"]),
+                             checkpoint=result.best_checkpoint)
+    if result.best_checkpoint is None:
+        return replace(fold_result, notes=("no checkpoint saved, nothing to export",))
+    net, spec = trained_net(cfg.model, result.best_checkpoint)
+    try:
+        exported = export_variants(
+            net, Path(cfg.paths.output_dir) / "onnx", backbone, size=spec.size,
+            opset=settings.opset, parity_tol=settings.parity_tol,
+            parity_samples=splits["test"], calibration=[s.path for s in splits["train"]])
+    except ExportError as exc:
+        return replace(fold_result, notes=(f"export refused: {exc}",))
+    fp32, _ = _onnx_scores(exported.fp32, splits["test"], spec.size)
+    int8, _ = _onnx_scores(exported.int8, splits["test"], spec.size)
+    fold_result = replace(fold_result, onnx_fp32=fp32, onnx_int8=int8, exported=exported)
+    val_probs, _ = image_probabilities(session_for(exported.fp32),
+                                       [s.path for s in splits["val"]], spec.size)
+    try:
+        choice = choose_threshold(val_probs, np.array([s.label for s in splits["val"]]),
+                                  settings.target_precision, f"{backbone} fold {fold} val")
+    except (ThresholdError, ValueError) as exc:
+        return replace(fold_result, notes=(str(exc),))
+    if other_dir is None:
+        return replace(fold_result, threshold=choice.threshold)
+    other = other_acceptance(other_dir, choice.threshold, session_for(exported.fp32), spec.size)
+    return replace(fold_result, threshold=choice.threshold, other_images=other.images,
+                 other_accepted=other.accepted, notes=(other.note,) if other.note else ())
+
+
+def backbone_quality(conf_dir: Path, overrides: Sequence[str], backbone: str, workdir: Path,
+                     other_dir: Path | None, settings: QualitySettings) -> BackboneQuality:
+    """All folds of one backbone; skipped (with the reason) if its pretrained weights are not
+    on this machine, since a random-init score would say nothing about the backbone."""
+    quality = BackboneQuality(backbone)
+    for fold in settings.fold_ids:
+        cfg = compose_config(conf_dir, "train", [
+            *overrides, f"model={backbone}", "logger=csv", f"data.folds={settings.folds}",
+            f"data.fold={fold}", f"trainer.max_epochs={settings.epochs}",
+            "+trainer.enable_progress_bar=false", "optimized_metric=test/f1_macro",
+        ], workdir / backbone / f"fold{fold}")
+        if fold == settings.fold_ids[0]:
+            try:
+                instantiate(cfg.model.backbone)
+            except PretrainedWeightsUnavailable as exc:
+                quality.skipped = str(exc).splitlines()[0]
+                return quality
+        log.info("quality: %s fold %d/%d", backbone, fold + 1, settings.folds)
+        quality.folds.append(_fold(cfg, backbone, fold, other_dir, settings))
+    return quality

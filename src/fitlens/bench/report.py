@@ -1,0 +1,363 @@
+"""``report.json`` (every number) and ``report.md`` (the tables and the goals, in words) from one
+results dict of :func:`fitlens.bench.suite.run`.
+
+The goals are the issue's; each is PASS, MISS or NOT MEASURED with a sentence saying what was
+measured and, for a miss, what the numbers point at. Nothing here measures anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MB = 1e6
+OVERHEAD_MAX = 0.03
+ORT_SPEEDUP_MIN = 1.8
+INT8_RATIO_MIN = 3.9
+INT8_DROP_MAX = 0.01
+PEAK_SHARE_MIN = 0.75
+EFFICIENCY_BACKBONE = "resnet18"
+
+
+@dataclass(frozen=True)
+class Goal:
+    goal: str
+    target: str
+    measured: str
+    status: str  # PASS, MISS or NOT MEASURED
+    why: str
+
+
+def _status(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def _latency(results: dict[str, Any], backbone: str, runtime: str, batch: int) -> dict | None:
+    return next((r for r in results["latency"] if r["backbone"] == backbone
+                 and r["runtime"] == runtime and r["batch"] == batch), None)
+
+
+def _overhead_goal(results: dict[str, Any]) -> Goal:
+    variants = results["throughput"]["variants"]
+    overhead = variants["lightning"]["overhead_vs_bare"]
+    repeats = len(variants["bare"]["images_per_s"])
+    spread = [1 - lt / b for lt, b in zip(variants["lightning"]["images_per_s"],
+                                          variants["bare"]["images_per_s"], strict=True)]
+    measured = (f"{overhead:+.1%} (per repeat: {', '.join(f'{s:+.1%}' for s in spread)}; "
+                f"with our defaults {variants['lightning_defaults']['overhead_vs_bare']:+.1%})")
+    if overhead <= OVERHEAD_MAX:
+        why = (f"median of {repeats} interleaved repeats; includes our training_step's metric "
+               "updates and logging")
+    else:
+        why = (f"Lightning's loop delivered {overhead:.1%} fewer images/s than the bare loop "
+               f"(median of {repeats} interleaved repeats); it includes our training_step's "
+               "per-step accuracy/macro-F1 update and logging. Compare the per-repeat spread: "
+               "a spread wider than the gap means machine noise, not the framework")
+    return Goal("Framework overhead (Lightning vs bare loop)", f"<= {OVERHEAD_MAX:.0%}",
+                measured, _status(overhead <= OVERHEAD_MAX), why)
+
+
+def _speedup_goals(results: dict[str, Any]) -> list[Goal]:
+    goals = []
+    for model in results["models"]:
+        backbone = model["backbone"]
+        eager = _latency(results, backbone, "torch eager", 1)
+        ort = _latency(results, backbone, "ORT fp32", 1)
+        if eager is None or ort is None:
+            continue
+        speedup = eager["p50_ms"] / ort["p50_ms"]
+        ok = speedup >= ORT_SPEEDUP_MIN
+        why = (f"p50 {eager['p50_ms']:.1f} ms eager vs {ort['p50_ms']:.1f} ms ORT fp32")
+        if not ok:
+            why += ("; eager PyTorch is already close to ORT on this CPU for this graph (both "
+                    "run oneDNN-class kernels), so the gap comes from ORT's graph fusions only")
+        goals.append(Goal(f"ORT fp32 vs torch eager, batch 1: {backbone}",
+                          f">= {ORT_SPEEDUP_MIN}x faster", f"{speedup:.2f}x", _status(ok), why))
+    return goals
+
+
+def _size_goals(results: dict[str, Any]) -> list[Goal]:
+    goals = []
+    for model in results["models"]:
+        ratio = model["fp32_bytes"] / model["int8_bytes"]
+        ok = ratio >= INT8_RATIO_MIN
+        by_type = model["int8_bytes_by_type"]
+        other = sum(v for k, v in by_type.items() if k not in ("int8", "uint8"))
+        why = (f"{model['fp32_bytes'] / MB:.1f} MB -> {model['int8_bytes'] / MB:.1f} MB")
+        if not ok:
+            parts = ", ".join(f"{k} {v / MB:.2f} MB" for k, v in sorted(by_type.items()))
+            why += (f"; the int8 file still stores {other / MB:.2f} MB that is not int8 "
+                    f"({parts}): int32 biases and fp32 per-channel scales weigh most where "
+                    "layers have many channels and few weights each (depthwise convolutions)")
+        goals.append(Goal(f"int8 file size: {model['backbone']}",
+                          f">= {INT8_RATIO_MIN}x smaller", f"{ratio:.2f}x", _status(ok), why))
+    return goals
+
+
+def _drop_goals(results: dict[str, Any]) -> list[Goal]:
+    goals = []
+    for model in results["models"]:
+        quality, backbone = model["quality"], model["backbone"]
+        name, target = f"int8 macro-F1 loss: {backbone}", f"<= {INT8_DROP_MAX * 100:.0f} point"
+        drop = quality["int8_f1_drop_mean"]
+        if drop is None:
+            reason = quality["skipped"] or "no fold produced both an fp32 and an int8 score"
+            goals.append(Goal(name, target, "-", "NOT MEASURED", reason))
+            continue
+        worst = quality["int8_f1_drop_max"]
+        ok = drop <= INT8_DROP_MAX
+        why = (f"mean over {quality['folds_run']} fold(s) of fp32 minus int8 macro-F1 on each "
+               f"fold's test images (worst fold {worst * 100:+.1f} points)")
+        if not ok:
+            why += ("; static MinMax calibration on a few dozen training photos gives coarse "
+                    "activation ranges, and a test fold of ~20 photos turns one flipped "
+                    "prediction into several points")
+        goals.append(Goal(name, target, f"{drop * 100:+.1f} points", _status(ok), why))
+    return goals
+
+
+def _efficiency_goal(results: dict[str, Any]) -> Goal:
+    name = f"{EFFICIENCY_BACKBONE} inference efficiency (fp32)"
+    target = f">= {PEAK_SHARE_MIN:.0%} of theoretical peak"
+    rows = [a for a in results["efficiency"]["achieved"] if a["backbone"] == EFFICIENCY_BACKBONE]
+    if not rows:
+        return Goal(name, target, "-", "NOT MEASURED",
+                    f"{EFFICIENCY_BACKBONE} not among --backbones")
+    best = max(rows, key=lambda a: a["gflops"])
+    eff = results["efficiency"]
+    ok = best["of_peak"] >= PEAK_SHARE_MIN
+    measured = (f"{best['of_peak']:.0%} of peak ({best['gflops']:.0f} of "
+                f"{eff['peak_gflops']:.0f} GFLOP/s), {best['of_gemm']:.0%} of best GEMM "
+                f"({eff['best_gemm_gflops']:.0f} GFLOP/s)")
+    why = f"best fp32 case: {best['runtime']}, batch {best['batch']}"
+    if not ok:
+        why += ("; convolutions of a CNN at 224 px (7x7 stem, small late feature maps, "
+                "memory-bound BatchNorm/ReLU/pooling between them) do not reach GEMM's "
+                "arithmetic intensity, and on 2 shared cores other processes take cycles")
+    return Goal(name, target, measured, _status(ok), why)
+
+
+def goals(results: dict[str, Any]) -> list[Goal]:
+    return [_overhead_goal(results), *_speedup_goals(results), *_size_goals(results),
+            *_drop_goals(results), _efficiency_goal(results)]
+
+
+def _fmt(value: float | None, spec: str = ".1f", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def _scaled(value: float | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _machine_section(r: dict[str, Any]) -> list[str]:
+    m = r["machine"]
+    flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["flags"].items())
+    load = "/".join(f"{v:.2f}" for v in m["load_at_start"])
+    load_end = "/".join(f"{v:.2f}" for v in m["load_at_end"])
+    return ["## Machine", "", *_table(["", ""], [
+        ["CPU", m["cpu_model"]],
+        ["cores available / threads used", f"{m['cores']} / {m['threads']} (torch "
+         "set_num_threads and ORT intra_op_num_threads; ORT inter_op 1)"],
+        ["clock", f"{m['clock_mhz']:.0f} MHz ({m['clock_source']})"],
+        ["fp32 theoretical peak", f"{m['peak_gflops']:.0f} GFLOP/s = "
+         f"{min(m['cores'], m['threads'])} cores x {m['clock_mhz'] / 1000:.2f} GHz x "
+         f"{m['fp32_flop_per_cycle']} FLOP/cycle"],
+        ["CPU flags", flags],
+        ["int8 dot-product instructions", "yes" if m["int8_dot_product"] else "no"],
+        ["load average (1/5/15 min)", f"start {load}, end {load_end}"],
+        ["versions", f"Python {m['python']}, torch {m['torch']}, onnxruntime "
+         f"{m['onnxruntime']}"],
+    ])]
+
+
+def _goals_section(r: dict[str, Any]) -> list[str]:
+    gs = goals(r)
+    missed = [g for g in gs if g.status == "MISS"]
+    summary = (f"{sum(g.status == 'PASS' for g in gs)} passed, {len(missed)} missed, "
+               f"{sum(g.status == 'NOT MEASURED' for g in gs)} not measured.")
+    return ["## Goals", "", summary, "",
+            *_table(["Goal", "Target", "Measured", "Result", "Why"],
+                    [[g.goal, g.target, g.measured, f"**{g.status}**", g.why] for g in gs])]
+
+
+def _phone_section(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for model in r["models"]:
+        q, b = model["quality"], model["backbone"]
+        if q["skipped"]:
+            f1 = f"not measured: {q['skipped']}"
+        else:
+            f1 = (f"{q['f1_macro_mean']:.3f}" + (f" ± {q['f1_macro_std']:.3f}"
+                                                  if q["f1_macro_std"] is not None else "")
+                  + f" ({q['folds_run']} fold(s))")
+        other = q["other_accepted_fraction"]
+        ort = _latency(r, b, "ORT fp32", 1)
+        int8 = _latency(r, b, "ORT int8", 1)
+        eager = _latency(r, b, "torch eager", 1)
+        rows.append([
+            b, f1, _fmt(_scaled(q["int8_f1_drop_mean"], 100), "+.1f"),
+            _fmt(q["threshold_mean"], ".2f"), _fmt(_scaled(other, 100), ".0f", "%"),
+            f"{model['fp32_bytes'] / MB:.1f}", f"{model['int8_bytes'] / MB:.1f}",
+            _fmt(ort and ort["p50_ms"]), _fmt(int8 and int8["p50_ms"]),
+            _fmt(eager and eager["p50_ms"]),
+            f"{r['efficiency']['gflop_per_image'][b]:.3f}"])
+    return ["## Which model for the phone", "",
+            f"Group {r['settings']['quality']['folds']}-fold cross-validated macro-F1 of the "
+            "training job (`fitlens.train.run`) on the test fold; int8 loss = fp32 minus int8 "
+            "macro-F1 of the exported files on the same images; threshold = the export stage's "
+            "choice on each fold's validation images (target precision "
+            f"{r['settings']['quality']['target_precision']}); \"other\" = photos of other "
+            "exercises the fp32 model still answers with confidence (lower is better). Latency "
+            f"at batch 1, {r['image_size']} px, {r['machine']['threads']} threads.", "",
+            *_table(["Backbone", "macro-F1", "int8 loss (points)", "threshold",
+                     "\"other\" accepted", "fp32 MB", "int8 MB", "ORT fp32 ms", "ORT int8 ms",
+                     "eager ms", "GFLOP/image"], rows)]
+
+
+def _throughput_section(r: dict[str, Any]) -> list[str]:
+    t = r["throughput"]
+    rows = [[v["description"], f"{v['median_images_per_s']:.1f}",
+             ", ".join(f"{x:.1f}" for x in v["images_per_s"]),
+             _fmt(_scaled(v.get("overhead_vs_bare"), 100), "+.1f", "%")]
+            for v in t["variants"].values()]
+    p = r["input_pipeline"]
+    loader_rows = [[f"DataLoader alone, num_workers={w}", f"{v:.1f}",
+                    "yes" if p["loader_is_bottleneck"][w] else "no"]
+                   for w, v in p["loader_images_per_s"].items()]
+    loader_rows.append(["model step alone (batch in memory)", f"{p['step_images_per_s']:.1f}",
+                        "-"])
+    share = p.get("loader_share_workers0")
+    return ["## 1. Framework overhead (training throughput)", "",
+            f"{t['backbone']} (random init), {t['image_size']} px, batch {t['batch_size']}, "
+            f"{t['train_images']} training images per epoch with the configured augmentations, "
+            f"{t['epochs']} epochs of which the first is warm-up; images/s from batch arrival "
+            "to batch arrival, median over interleaved repeats. Validation is off in all "
+            "three so they do the same work.", "",
+            *_table(["Loop", "images/s (median)", "per repeat", "overhead vs bare"], rows),
+            "## 2. Input pipeline", "",
+            *_table(["Stage", "images/s", "slower than the model step?"], loader_rows),
+            *([f"With num_workers=0 (the config default) loading takes {share:.0%} of each "
+               "training step.", ""] if share is not None else [])]
+
+
+def _latency_section(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for model in r["models"]:
+        b = model["backbone"]
+        eager1 = _latency(r, b, "torch eager", 1)
+        for runtime in ("torch eager", "ORT fp32", "ORT int8"):
+            one, eight = _latency(r, b, runtime, 1), _latency(r, b, runtime, 8)
+            rows.append([
+                b, runtime, _fmt(one and one["p50_ms"]), _fmt(one and one["p95_ms"]),
+                _fmt(eight and eight["p50_ms"]), _fmt(eight and eight["p95_ms"]),
+                _fmt(eight and eight["p50_ms"] / 8),
+                _fmt(eager1 and one and eager1["p50_ms"] / one["p50_ms"], ".2f", "x")])
+    settings = r["settings"]["latency"]
+    return ["## 3. Inference latency", "",
+            f"{r['image_size']} px, random input, {r['machine']['threads']} threads, "
+            f"{settings['warmup']} warm-up calls excluded, then "
+            + ", ".join(f"{n} at batch {b}" for b, n in settings["repeats"].items())
+            + " timed calls. Weights: "
+            + ", ".join(f"{m['backbone']} {m['weights']}" for m in r["models"]) + ".", "",
+            *_table(["Backbone", "Runtime", "b1 p50 ms", "b1 p95 ms", "b8 p50 ms", "b8 p95 ms",
+                     "b8 ms/image", "b1 speed-up vs eager"], rows)]
+
+
+def _efficiency_section(r: dict[str, Any]) -> list[str]:
+    e = r["efficiency"]
+    gemm = [[f"{n} x {n}", f"{g:.0f}"] for n, g in r["gemm_gflops"].items()]
+    rows = [[a["backbone"], a["runtime"], a["batch"], f"{a['gflop_per_image']:.3f}",
+             f"{a['gflops']:.0f}", f"{a['of_peak']:.0%}", f"{a['of_gemm']:.0%}"]
+            for a in e["achieved"]]
+    return ["## 4. Efficiency (fp32)", "",
+            f"Theoretical peak {e['peak_gflops']:.0f} GFLOP/s; best measured GEMM "
+            f"{e['best_gemm_gflops']:.0f} GFLOP/s (torch.mm, best of 5 per size). FLOPs "
+            "counted with torch.utils.flop_counter (multiply-add = 2) at p50 latency.", "",
+            *_table(["GEMM", "GFLOP/s"], gemm),
+            *_table(["Backbone", "Runtime", "batch", "GFLOP/image", "GFLOP/s", "of peak",
+                     "of best GEMM"], rows)]
+
+
+def _folds_section(r: dict[str, Any]) -> list[str]:
+    rows = []
+    for model in r["models"]:
+        for f in model["quality"]["per_fold"]:
+            other = (f"{f['other_accepted']}/{f['other_images']}" if f["other_images"]
+                     else "-")
+            rows.append([model["backbone"], f["fold"], f["test_images"],
+                         f"{f['f1_macro']:.3f}", f"{f['accuracy']:.3f}",
+                         _fmt(f["onnx_fp32_f1_macro"], ".3f"),
+                         _fmt(f["onnx_int8_f1_macro"], ".3f"), _fmt(f["threshold"], ".2f"),
+                         other, f"{f['train_seconds']:.0f}", "; ".join(f["notes"]) or "-"])
+    return ["## 5. Quality per fold", "",
+            f"{r['settings']['quality']['epochs']} epochs per fold (early stopping as "
+            "configured).", "",
+            *_table(["Backbone", "fold", "test images", "macro-F1", "accuracy", "ONNX fp32 F1",
+                     "ONNX int8 F1", "threshold", "\"other\" accepted", "train s", "notes"],
+                    rows)]
+
+
+def _export_section(r: dict[str, Any]) -> list[str]:
+    rows = [[e["backbone"], e["exports"], f"{e['export_seconds']:.1f}",
+             f"{e['quantize_seconds']:.1f}"] for e in r["export_cost"]]
+    return ["## 6. Export cost", "",
+            "export + verify = `fitlens.export.onnx.export_onnx` (torch.onnx export, "
+            "onnx.checker, load from bytes, parity with PyTorch on the test images); quantize = "
+            "`fitlens.export.quantize.quantize_int8` (static QDQ, calibration on the training "
+            "images). Median over the exports of this run.", "",
+            *_table(["Backbone", "exports", "export + verify s", "quantize s"], rows)]
+
+
+def _int8_note(r: dict[str, Any]) -> list[str]:
+    m = r["machine"]
+    speeds = []
+    for model in r["models"]:
+        fp32 = _latency(r, model["backbone"], "ORT fp32", 1)
+        int8 = _latency(r, model["backbone"], "ORT int8", 1)
+        if fp32 and int8:
+            speeds.append(f"{model['backbone']} {fp32['p50_ms'] / int8['p50_ms']:.2f}x")
+    here = ("has int8 dot-product instructions (" + ", ".join(
+        k for k in ("avx512_vnni", "avx_vnni", "amx_int8") if m["flags"].get(k)) + ")"
+        if m["int8_dot_product"] else "has no int8 dot-product instructions (VNNI)")
+    return ["## Notes", "",
+            f"- int8 on this CPU: it {here}. ORT int8 vs ORT fp32 at batch 1: "
+            f"{', '.join(speeds) or '-'} (above 1x = int8 faster). int8 pays off on CPUs with "
+            "int8 dot-product instructions: x86 with VNNI, and phones with ARMv8.2 dot-product "
+            "(SDOT/UDOT; most phone SoCs since about 2018), where a QDQ model runs int8 "
+            "kernels; without them int8 mainly saves download size and memory.",
+            f"- Load: other processes share these {m['cores']} cores; the load average at start "
+            "and end is in the machine table. Timing numbers are medians to resist that, not "
+            "immune to it.",
+            f"- Run took {r['seconds_total'] / 60:.1f} min"
+            + (" in --quick mode (tiny images, one fold: smoke test, not numbers to quote)."
+               if r["quick"] else "."), ""]
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    lines = ["# Fitlens benchmark", "",
+             f"`{results['command']}` — started {results['started_at']}.", "",
+             *_machine_section(results), *_goals_section(results), *_phone_section(results),
+             *_throughput_section(results), *_latency_section(results),
+             *_efficiency_section(results), *_folds_section(results),
+             *_export_section(results), *_int8_note(results)]
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """``out/report.json`` (results + goals) and ``out/report.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    full = {**results, "goals": [asdict(g) for g in goals(results)]}
+    json_path, md_path = out / "report.json", out / "report.md"
+    json_path.write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    md_path.write_text(render_markdown(results), encoding="utf-8")
+    return json_path, md_path

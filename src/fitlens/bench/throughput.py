@@ -1,0 +1,242 @@
+"""Training throughput: our Lightning pipeline against a bare PyTorch loop, and the data loader
+alone against the model step alone.
+
+Every loop here is built from the same composed config by :func:`fitlens.train.build`, so it
+gets the same network, loss settings, DataLoader (files, augmentations, batch size, workers) and
+optimizer (``configure_optimizers``). Each loop stamps the clock when a batch arrives; images/s
+counts from the second epoch on, so set-up, first-touch allocation and loader start-up stay out.
+All images are training images (no val/test hold-out, no validation loop): both loops do the
+same work per epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+
+from fitlens.bench.configs import compose_config
+from fitlens.bench.timing import median, time_calls
+from fitlens.train import build
+
+#: Every image trains, nothing validates, all layers train from the first step (freezing would
+#: make early epochs cheaper in one loop's eyes only), no progress bar drawing on the terminal.
+COMMON = ("data.val_fraction=0", "data.test_fraction=0", "+trainer.limit_val_batches=0",
+          "model.freeze_backbone_epochs=0", "+trainer.enable_progress_bar=false")
+#: Lightning as a training loop only: no callbacks, logger or checkpoints.
+FRAMEWORK_ONLY = ("callbacks=none", "~logger", "+trainer.enable_checkpointing=false")
+#: Our defaults: checkpointing (last.ckpt every epoch), early stopping, LR monitor, CSV logger.
+#: Without validation the monitored metric never appears; early stopping must not fail on that.
+DEFAULTS = ("logger=csv", "+callbacks.early_stopping.strict=false")
+
+VARIANTS = {
+    "bare": "bare PyTorch loop",
+    "lightning": "Lightning, no callbacks/logger/checkpointing",
+    "lightning_defaults": "Lightning with our default callbacks + CSV logger",
+}
+
+Stamp = tuple[int, float, int]  # (epoch, perf_counter when the batch arrived, images in it)
+
+
+@dataclass(frozen=True)
+class ThroughputSettings:
+    epochs: int = 4
+    repeats: int = 3
+    loader_workers: tuple[int, ...] = (0, 1, 2)
+    step_repeats: int = 10
+
+
+def steady_images_per_second(stamps: Sequence[Stamp], skip_epochs: int = 1) -> float:
+    """Images per second between the first batch of epoch ``skip_epochs`` and the last batch.
+
+    Each interval runs from one batch's arrival to the next, so it holds the step, the loader's
+    next batch and, across an epoch boundary, the epoch-end work: all of it is the loop's cost.
+    """
+    steady = [s for s in stamps if s[0] >= skip_epochs]
+    if len(steady) < 2:
+        raise ValueError(f"{len(steady)} batch(es) after {skip_epochs} warm-up epoch(s); need at "
+                         "least 2 to time an interval (more epochs or a smaller batch size)")
+    images = sum(n for _, _, n in steady[:-1])
+    return images / (steady[-1][1] - steady[0][1])
+
+
+class BatchClock(pl.Callback):
+    """Stamps the clock in ``on_train_batch_start``, i.e. once the loader has delivered."""
+
+    def __init__(self) -> None:
+        self.stamps: list[Stamp] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                             batch: Any, batch_idx: int) -> None:
+        self.stamps.append((trainer.current_epoch, time.perf_counter(), len(batch[1])))
+
+
+def _optimizer_and_scheduler(model: pl.LightningModule) -> tuple[torch.optim.Optimizer, Any]:
+    configured = model.configure_optimizers()
+    if isinstance(configured, dict):
+        return configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    return configured, None
+
+
+def lightning_stamps(cfg: DictConfig) -> list[Stamp]:
+    """Fit as ``fitlens.train.run`` does (``build`` then ``Trainer.fit``), with a clock."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, model, trainer = build(cfg)
+    clock = BatchClock()
+    trainer.callbacks.append(clock)
+    trainer.fit(model, datamodule=datamodule)
+    return clock.stamps
+
+
+def bare_stamps(cfg: DictConfig) -> list[Stamp]:
+    """The same model, loader, loss and optimizer in a hand-written loop.
+
+    The loss is the classifier's (class weights, label smoothing); our ``training_step`` also
+    updates accuracy/macro-F1 and logs, which belongs to the pipeline's cost, not to this loop.
+    """
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule, model, _ = build(cfg)  # the trainer is built and left unused
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    optimizer, scheduler = _optimizer_and_scheduler(model)
+    model.train()
+    stamps: list[Stamp] = []
+    for epoch in range(int(cfg.trainer.max_epochs)):
+        for x, y in loader:
+            stamps.append((epoch, time.perf_counter(), len(y)))
+            optimizer.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(x), y, weight=model.class_weights,
+                                               label_smoothing=model.label_smoothing)
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    return stamps
+
+
+@dataclass(frozen=True)
+class FrameworkOverhead:
+    backbone: str
+    image_size: int
+    batch_size: int
+    train_images: int
+    epochs: int
+    #: images/s per variant, one value per repeat (repeats interleave the variants).
+    images_per_s: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, variant: str) -> float:
+        return median(self.images_per_s[variant])
+
+    def overhead(self, variant: str) -> float:
+        """Median over repeats of ``1 - variant/bare``: pairs measured back to back share the
+        machine's load of the moment, which a ratio of medians would not."""
+        return median([1 - v / b for v, b in zip(self.images_per_s[variant],
+                                                   self.images_per_s["bare"], strict=True)])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backbone": self.backbone, "image_size": self.image_size,
+                "batch_size": self.batch_size, "train_images": self.train_images,
+                "epochs": self.epochs, "warmup_epochs": 1,
+                "variants": {k: {"description": VARIANTS[k], "images_per_s": v,
+                                 "median_images_per_s": self.median(k),
+                                 **({"overhead_vs_bare": self.overhead(k)} if k != "bare"
+                                    else {})}
+                             for k, v in self.images_per_s.items()}}
+
+
+def framework_overhead(conf_dir: Path, overrides: Sequence[str], workdir: Path,
+                       settings: ThroughputSettings) -> FrameworkOverhead:
+    """Bare loop, Lightning, Lightning with defaults: ``settings.repeats`` interleaved rounds."""
+    base = [*overrides, *COMMON, f"trainer.max_epochs={settings.epochs}"]
+    configs = {
+        "bare": compose_config(conf_dir, "train", [*base, *FRAMEWORK_ONLY], workdir / "bare"),
+        "lightning": compose_config(conf_dir, "train", [*base, *FRAMEWORK_ONLY],
+                                    workdir / "lightning"),
+        "lightning_defaults": compose_config(conf_dir, "train", [*base, *DEFAULTS],
+                                             workdir / "lightning_defaults"),
+    }
+    runs = {"bare": bare_stamps, "lightning": lightning_stamps,
+            "lightning_defaults": lightning_stamps}
+    result: dict[str, list[float]] = {k: [] for k in runs}
+    train_images = 0
+    for _ in range(settings.repeats):
+        for name, loop in runs.items():
+            stamps = loop(configs[name])
+            train_images = sum(n for epoch, _, n in stamps if epoch == 0)
+            result[name].append(steady_images_per_second(stamps))
+    cfg = configs["bare"]
+    return FrameworkOverhead(
+        backbone=str(cfg.model.backbone._target_).rsplit(".", 1)[-1],
+        image_size=int(cfg.data.image_size), batch_size=int(cfg.data.batch_size),
+        train_images=train_images, epochs=settings.epochs, images_per_s=result)
+
+
+@dataclass(frozen=True)
+class InputPipeline:
+    #: DataLoader alone (decode + augment + resize + collate), images/s by num_workers.
+    loader_images_per_s: dict[int, float]
+    #: forward + backward + optimizer step on a batch already in memory, images/s.
+    step_images_per_s: float
+    batch_size: int
+
+    def loader_share(self, workers: int = 0) -> float:
+        """Fraction of a serial (workers=0) step that is spent waiting for data."""
+        load = 1 / self.loader_images_per_s[workers]
+        return load / (load + 1 / self.step_images_per_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size,
+                "loader_images_per_s": {str(k): v for k, v in self.loader_images_per_s.items()},
+                "step_images_per_s": self.step_images_per_s,
+                "loader_is_bottleneck": {str(k): v < self.step_images_per_s
+                                         for k, v in self.loader_images_per_s.items()},
+                **({"loader_share_workers0": self.loader_share(0)}
+                   if 0 in self.loader_images_per_s else {})}
+
+
+def _loader_stamps(batches: Iterable[Any], epochs: int) -> list[Stamp]:
+    stamps: list[Stamp] = []
+    for epoch in range(epochs):
+        for _, y in batches:
+            stamps.append((epoch, time.perf_counter(), len(y)))
+    return stamps
+
+
+def input_pipeline(conf_dir: Path, overrides: Sequence[str], workdir: Path,
+                   settings: ThroughputSettings) -> InputPipeline:
+    """The loader on its own for each worker count, and the model step on its own."""
+    loader_rates: dict[int, float] = {}
+    for workers in settings.loader_workers:
+        cfg = compose_config(conf_dir, "train", [*overrides, *COMMON, *FRAMEWORK_ONLY,
+                                                 f"data.num_workers={workers}"],
+                             workdir / f"loader_w{workers}")
+        datamodule = instantiate(cfg.data, _convert_="all")
+        datamodule.setup("fit")
+        loader = datamodule.train_dataloader()
+        loader_rates[workers] = steady_images_per_second(_loader_stamps(loader, settings.epochs))
+    cfg = compose_config(conf_dir, "train", [*overrides, *COMMON, *FRAMEWORK_ONLY],
+                         workdir / "step")
+    pl.seed_everything(cfg.seed, verbose=False)
+    datamodule, model, _ = build(cfg)
+    datamodule.setup("fit")
+    x, y = next(iter(datamodule.train_dataloader()))
+    optimizer, _ = _optimizer_and_scheduler(model)
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y, weight=model.class_weights,
+                                    label_smoothing=model.label_smoothing).backward()
+        optimizer.step()
+
+    timing = time_calls(step, warmup=2, repeats=settings.step_repeats)
+    return InputPipeline(loader_images_per_s=loader_rates, step_images_per_s=len(y) / timing.p50,
+                         batch_size=int(cfg.data.batch_size))

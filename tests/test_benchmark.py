@@ -1,0 +1,111 @@
+"""``scripts/benchmark.py --quick`` end to end: every section runs and the report has its shape.
+
+Timing values are not checked: they belong to the machine, and a test that fails on a busy CI
+runner tests the runner. The goals' arithmetic is checked on made-up results instead.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from fitlens.bench.report import goals, render_markdown
+from tests.conftest import ROOT, config_classes, make_images
+
+SECTIONS = ("## Machine", "## Goals", "## Which model for the phone",
+            "## 1. Framework overhead", "## 2. Input pipeline", "## 3. Inference latency",
+            "## 4. Efficiency", "## 5. Quality per fold", "## 6. Export cost", "## Notes")
+RUNTIMES = {"torch eager", "ORT fp32", "ORT int8"}
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    base = tmp_path_factory.mktemp("bench")
+    photos = make_images(base / "photos", config_classes())
+    other = make_images(base / "other", ["elsewhere"], variants=2)
+    out = base / "out"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(out),
+         "--data-root", str(photos), "--other-dir", str(other), "--backbones", "mobilenet_v2"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return (json.loads((out / "report.json").read_text()),
+            (out / "report.md").read_text())
+
+
+@pytest.mark.slow
+def test_quick_run_reports_every_section(quick_report: tuple[dict, str]) -> None:
+    results, _ = quick_report
+    machine = results["machine"]
+    assert {"avx2", "fma", "avx512_vnni", "avx_vnni"} <= set(machine["flags"])
+    assert machine["threads"] >= 1 and machine["clock_mhz"] >= 0
+    assert len(machine["load_at_start"]) == 3
+    assert set(results["throughput"]["variants"]) == {"bare", "lightning", "lightning_defaults"}
+    assert "overhead_vs_bare" in results["throughput"]["variants"]["lightning"]
+    assert results["input_pipeline"]["step_images_per_s"] > 0
+    assert {"0", "2"} == set(results["input_pipeline"]["loader_images_per_s"])
+    assert {(r["runtime"], r["batch"]) for r in results["latency"]} == {
+        (rt, b) for rt in RUNTIMES for b in (1, 8)}
+    assert all(r["p95_ms"] >= r["p50_ms"] > 0 for r in results["latency"])
+    assert results["efficiency"]["best_gemm_gflops"] > 0
+    (model,) = results["models"]
+    assert model["backbone"] == "mobilenet_v2" and model["weights"].startswith("trained")
+    assert model["fp32_bytes"] > model["int8_bytes"] > 0
+    (fold,) = model["quality"]["per_fold"]
+    assert fold["onnx_fp32_f1_macro"] is not None and fold["onnx_int8_f1_macro"] is not None
+    assert results["export_cost"][0]["export_seconds"] > 0
+    assert {g["status"] for g in results["goals"]} <= {"PASS", "MISS", "NOT MEASURED"}
+
+
+@pytest.mark.slow
+def test_quick_report_markdown_has_the_tables(quick_report: tuple[dict, str]) -> None:
+    results, markdown = quick_report
+    for heading in SECTIONS:
+        assert heading in markdown
+    assert "| Goal | Target | Measured | Result | Why |" in markdown
+    assert "| mobilenet_v2 | ORT int8 |" in markdown
+    # resnet18 was not benchmarked: its efficiency goal says so instead of passing.
+    assert "NOT MEASURED" in markdown
+    assert render_markdown(results) == markdown
+
+
+def _results(overhead: float, eager_ms: float, ort_ms: float, fp32_bytes: int,
+             int8_bytes: int, drop: float | None) -> dict:
+    """The smallest results dict the goals read, resnet18 only."""
+    latency = [{"backbone": "resnet18", "runtime": rt, "batch": 1, "p50_ms": ms, "p95_ms": ms,
+                "runs": 5} for rt, ms in (("torch eager", eager_ms), ("ORT fp32", ort_ms))]
+    return {
+        "throughput": {"variants": {
+            "bare": {"images_per_s": [100.0]},
+            "lightning": {"images_per_s": [100 * (1 - overhead)], "overhead_vs_bare": overhead},
+            "lightning_defaults": {"images_per_s": [90.0], "overhead_vs_bare": 0.1}}},
+        "latency": latency,
+        "models": [{"backbone": "resnet18", "fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes,
+                    "int8_bytes_by_type": {"int8": int8_bytes},
+                    "quality": {"skipped": None if drop is not None else "no weights",
+                                "int8_f1_drop_mean": drop, "int8_f1_drop_max": drop,
+                                "folds_run": 5}}],
+        "efficiency": {"peak_gflops": 100.0, "best_gemm_gflops": 90.0, "achieved": [
+            {"backbone": "resnet18", "runtime": "ORT fp32", "batch": 8, "gflops": 80.0,
+             "of_peak": 0.8, "of_gemm": 0.89}]},
+    }
+
+
+def test_goals_pass_at_their_targets() -> None:
+    statuses = {g.goal: g.status for g in goals(_results(0.03, 18.0, 10.0, 390, 100, 0.01))}
+    assert set(statuses.values()) == {"PASS"}, statuses
+
+
+def test_goals_miss_plainly_below_their_targets() -> None:
+    found = goals(_results(0.05, 17.0, 10.0, 380, 100, 0.02))
+    assert [g.status for g in found] == ["MISS", "MISS", "MISS", "MISS", "PASS"]
+    assert all(g.why for g in found)
+
+
+def test_quality_without_weights_is_not_measured_rather_than_passed() -> None:
+    (drop,) = [g for g in goals(_results(0.0, 20.0, 10.0, 400, 100, None))
+               if g.goal.startswith("int8 macro-F1")]
+    assert drop.status == "NOT MEASURED" and drop.why == "no weights"
