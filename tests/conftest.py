@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
+
+if TYPE_CHECKING:
+    from fitlens.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -73,3 +78,39 @@ def tiny_cfg(tmp_path: Path, image_root: Path) -> Callable[..., DictConfig]:
         return compose_config([*TINY, f"data.root={image_root}", *overrides], output_dir=out)
 
     return make
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    """A real, empty MLflow store (SQLite) for one test."""
+    return f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+
+
+@pytest.fixture(autouse=True)
+def _tests_track_into_a_temp_store(tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MLflow is the default logger; no test may write runs or versions into ./mlruns.
+
+    conf/logger/mlflow.yaml takes MLFLOW_TRACKING_URI when set, in-process and in subprocesses.
+    """
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+
+
+@dataclass
+class TrackedTraining:
+    tracking_uri: str
+    cfg: DictConfig
+    result: TrainResult
+
+
+@pytest.fixture(scope="session")
+def tracked_run(tmp_path_factory: pytest.TempPathFactory) -> TrackedTraining:
+    """One real tiny training run (2 epochs) tracked into its own store, shared by the tracking
+    tests that only read it: training is the slow part."""
+    from fitlens.train import run
+
+    base = tmp_path_factory.mktemp("tracked")
+    uri = f"sqlite:///{base}/mlruns/mlflow.db"
+    images = make_images(base / "photos", config_classes())
+    cfg = compose_config([*TINY, f"data.root={images}", "trainer.max_epochs=2",
+                          f"logger.tracking_uri={uri}"], output_dir=base / "run")
+    return TrackedTraining(tracking_uri=uri, cfg=cfg, result=run(cfg))

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fitlens.config import validate_config
+from fitlens.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,9 @@ class TrainResult:
     output_dir: str
     val_metrics: dict[str, float] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
+    #: The MLflow run and registered model version (None without tracking: logger=csv).
+    mlflow_run_id: str | None = None
+    model_version: str | None = None
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
@@ -35,16 +39,33 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
     datamodule = instantiate(cfg.data, _convert_="all")
     model = instantiate(cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    # The logger group holds Lightning loggers (entries with a _target_) and, for MLflow, the
+    # tracking settings (tracking_uri, ...), which fitlens.tracking reads.
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()
+               if isinstance(c, DictConfig) and "_target_" in c]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, model, trainer
 
 
 def run(cfg: DictConfig) -> TrainResult:
-    """Seed, fit, then test the best checkpoint."""
+    """Seed, fit, then test the best checkpoint; tracked in MLflow if ``logger.tracking_uri``."""
     validate_config(cfg)
+    # Connects (or fails) before anything is trained.
+    tracker = Tracker.from_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
+    if tracker is None:
+        return _fit_and_test(cfg, datamodule, model, trainer)
+    with tracker.run(trainer, datamodule) as tracked:
+        result = _fit_and_test(cfg, datamodule, model, trainer)
+        result.mlflow_run_id = tracked.run_id
+        result.model_version = tracked.log_result(model, datamodule, result.best_checkpoint,
+                                                  result.val_metrics)
+    return result
+
+
+def _fit_and_test(cfg: DictConfig, datamodule: pl.LightningDataModule,
+                  model: pl.LightningModule, trainer: pl.Trainer) -> TrainResult:
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None

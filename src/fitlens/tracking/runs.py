@@ -1,0 +1,239 @@
+"""One MLflow run per training job: what went in, what happened, what came out.
+
+At the start: the resolved config (as params and ``config.yaml``), git state, data fingerprint,
+Hydra overrides and output dir (as tags) and the split CSV. During fit: Lightning's metrics per
+epoch. At the end: test metrics, plots, a per-class report, the model bundle and the MLflow model
+(registered as a new version). A run that raises ends FAILED, Ctrl-C ends it KILLED; either way
+the last checkpoint is logged, so the training done so far is not lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+
+import mlflow
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
+
+from fitlens.data.images import preprocess
+from fitlens.models.checkpoint import (
+    lightning_state_to_net_state,
+    load_bundle,
+    safe_load,
+    save_bundle,
+)
+from fitlens.tracking.plots import confusion_png, misclassified_png, per_class_csv
+from fitlens.tracking.provenance import config_params, data_fingerprint, git_state
+from fitlens.tracking.registry import BUNDLE_ARTIFACT, log_model
+from fitlens.tracking.store import connect, default_artifact_location, experiment_id
+from fitlens.tracking.sweep import PARENT_RUN_ENV
+
+log = logging.getLogger(__name__)
+
+
+class RunMetricsLogger(Logger):
+    """Lightning's logged metrics (train/val per epoch, lr, test) into an existing MLflow run.
+
+    Lightning's own ``MLFlowLogger`` ends the run in ``finalize`` after ``fit``, before testing
+    and artifacts; here the run's lifecycle, and its FAILED/KILLED status, belongs to
+    :class:`Tracker`. Steps are Lightning's (optimizer steps), as in its other loggers.
+    """
+
+    def __init__(self, client: MlflowClient, run_id: str) -> None:
+        super().__init__()
+        self._client = client
+        self._run_id = run_id
+
+    @property
+    def name(self) -> str:
+        return "mlflow"
+
+    @property
+    def version(self) -> str:
+        return self._run_id
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        now = int(time.time() * 1000)
+        self._client.log_batch(self._run_id, metrics=[
+            Metric(key, float(value), now, step or 0) for key, value in metrics.items()])
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Ignored: the run's params are the whole resolved config, logged by the tracker."""
+
+
+def _overrides() -> str:
+    """The job's command-line overrides (a sweep job's own included), '' outside Hydra."""
+    if not HydraConfig.initialized():
+        return ""
+    return " ".join(HydraConfig.get().overrides.task)
+
+
+class Tracker:
+    """MLflow for one training job, configured by the ``logger`` config group."""
+
+    def __init__(self, cfg: DictConfig, client: MlflowClient, experiment: str) -> None:
+        self.cfg = cfg
+        self.settings = cfg.logger
+        self.client = client
+        self.experiment = experiment
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Tracker | None:
+        """A tracker if ``logger.tracking_uri`` is set (None: ``logger=csv``), connected now.
+
+        Only the global-zero process tracks: DDP starts one copy of the job per device.
+        """
+        settings = cfg.get("logger") or {}
+        uri = settings.get("tracking_uri")
+        if not uri or rank_zero_only.rank != 0:
+            return None
+        client = connect(uri)
+        experiment = experiment_id(client, settings.experiment_name,
+                                   default_artifact_location(uri,
+                                                             settings.get("artifact_location"),
+                                                             settings.experiment_name))
+        return cls(cfg, client, experiment)
+
+    @contextmanager
+    def run(self, trainer: pl.Trainer,
+            datamodule: pl.LightningDataModule) -> Iterator[TrackedRun]:
+        """The MLflow run around fit and test; ends FINISHED, FAILED (exception) or KILLED."""
+        datamodule.setup("fit")  # the split and its fingerprint belong to the run's start
+        overrides = _overrides()
+        commit, dirty = git_state()
+        fingerprint, n_files = data_fingerprint(
+            s for split in datamodule.samples.values() for s in split)
+        tags = {"git_commit": commit, "git_dirty": dirty, "data_fingerprint": fingerprint,
+                "data_files": str(n_files), "overrides": overrides,
+                "output_dir": str(self.cfg.paths.output_dir)}
+        if commit != "unknown":
+            tags["mlflow.source.git.commit"] = commit
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        # Not MLflow's random name: training seeded `random`, so every run would get the same.
+        name = overrides or Path(self.cfg.paths.output_dir).name
+        active = mlflow.start_run(experiment_id=self.experiment, run_name=name, tags=tags,
+                                  parent_run_id=os.environ.get(PARENT_RUN_ENV))
+        tracked = TrackedRun(self, active.info.run_id, trainer)
+        status = "FAILED"
+        try:
+            tracked.log_inputs(datamodule)
+            trainer.loggers = [*trainer.loggers, RunMetricsLogger(self.client, tracked.run_id)]
+            yield tracked
+            status = "FINISHED"
+        except (KeyboardInterrupt, SystemExit):
+            # Lightning turns Ctrl-C inside fit/test into SystemExit after its graceful stop.
+            status = "KILLED"
+            raise
+        finally:
+            if status != "FINISHED":
+                tracked.log_last_checkpoint()
+            mlflow.end_run(status)
+            log.info("MLflow run %s ended %s", tracked.run_id, status)
+
+
+class TrackedRun:
+    """The open run of one job: its inputs, results and, on failure, the last checkpoint."""
+
+    def __init__(self, tracker: Tracker, run_id: str, trainer: pl.Trainer) -> None:
+        self.tracker = tracker
+        self.run_id = run_id
+        self.trainer = trainer
+        self.client = tracker.client
+
+    def log_inputs(self, datamodule: pl.LightningDataModule) -> None:
+        cfg = self.tracker.cfg
+        self.client.log_batch(self.run_id, params=[
+            Param(k, v) for k, v in config_params(cfg).items()])
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        split_csv = getattr(datamodule, "split_csv", None)
+        if split_csv and Path(split_csv).is_file():
+            self.client.log_artifact(self.run_id, split_csv)
+
+    def log_last_checkpoint(self) -> None:
+        """What was trained so far, for a run that did not finish (resume with ckpt_path=...).
+
+        Warns instead of raising: the exception that stopped the run is the one to report.
+        """
+        checkpoint = self.trainer.checkpoint_callback
+        path = checkpoint and (checkpoint.last_model_path or checkpoint.best_model_path)
+        if not path or not Path(path).is_file():
+            log.warning("run %s: no checkpoint was saved before it stopped", self.run_id)
+            return
+        try:
+            self.client.log_artifact(self.run_id, path, "checkpoints")
+        except (MlflowException, OSError) as exc:
+            log.warning("run %s: could not log the last checkpoint %s: %s", self.run_id, path,
+                        exc)
+
+    def log_result(self, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+                   best_checkpoint: str | None, val_metrics: Mapping[str, float]) -> str | None:
+        """``best_<monitor>``, plots and reports, then the bundle and the (registered) model.
+
+        The other val metrics are in the run already, per epoch. Returns the registered
+        version, if one was made.
+        """
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[
+            Metric(k, float(v), now, 0) for k, v in val_metrics.items() if k.startswith("best_")])
+        with TemporaryDirectory() as tmp:
+            self._log_evaluation(module, datamodule, Path(tmp))
+            if best_checkpoint is None:
+                log.warning("run %s: no checkpoint (callbacks.model_checkpoint is off), so no "
+                            "bundle or model is logged", self.run_id)
+                return None
+            return self._log_model(module, datamodule, best_checkpoint,
+                                   Path(tmp) / BUNDLE_ARTIFACT)
+
+    def _log_evaluation(self, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+                        folder: Path) -> None:
+        classes = module.spec.classes
+        plots, reports = folder / "plots", folder / "reports"
+        plots.mkdir()
+        reports.mkdir()
+        titles = {"val": "validation (last epoch)", "test": "test (best checkpoint)"}
+        for split, matrix in module.confusion.items():
+            confusion_png(matrix, classes, f"confusion: {titles.get(split, split)}",
+                          plots / f"confusion_{split}.png")
+            per_class_csv(matrix, classes, reports / f"per_class_{split}.csv")
+        outputs = module.test_outputs
+        samples = datamodule.samples.get("test", [])
+        if outputs:
+            # Predictions pair with files only if they arrive in file order (not under DDP).
+            if outputs["labels"].tolist() == [s.label for s in samples]:
+                misclassified_png(samples, outputs["probs"], classes,
+                                  plots / "misclassified_test.png")
+            else:
+                log.warning("test predictions are not in file order (distributed test?); "
+                            "no misclassified grid")
+        self.client.log_artifacts(self.run_id, str(plots), "plots")
+        self.client.log_artifacts(self.run_id, str(reports), "reports")
+
+    def _log_model(self, module: pl.LightningModule, datamodule: pl.LightningDataModule,
+                   best_checkpoint: str, folder: Path) -> str | None:
+        """The bundle (for export) and, rebuilt from it, the MLflow model (for the registry):
+        both hold the best checkpoint's weights, and the bundle is proven loadable."""
+        cfg = self.tracker.cfg
+        state = lightning_state_to_net_state(safe_load(best_checkpoint), best_checkpoint)
+        save_bundle(state, cfg.model, module.spec, module.backbone_name, folder)
+        self.client.log_artifacts(self.run_id, str(folder), BUNDLE_ARTIFACT)
+        net, spec, _ = load_bundle(folder)
+        example_file = next(s.path for split in ("test", "val", "train")
+                            for s in datamodule.samples.get(split, []))
+        settings = self.tracker.settings
+        return log_model(net, spec, preprocess(example_file, spec.size),
+                         settings.registered_model if settings.register else None)
