@@ -78,16 +78,19 @@ def _results(overhead: float, eager_ms: float, ort_ms: float, fp32_bytes: int,
     latency = [{"backbone": "resnet18", "runtime": rt, "batch": 1, "p50_ms": ms, "p95_ms": ms,
                 "runs": 5} for rt, ms in (("torch eager", eager_ms), ("ORT fp32", ort_ms))]
     return {
-        "throughput": {"variants": {
-            "bare": {"images_per_s": [100.0]},
-            "lightning": {"images_per_s": [100 * (1 - overhead)], "overhead_vs_bare": overhead},
-            "lightning_defaults": {"images_per_s": [90.0], "overhead_vs_bare": 0.1}}},
+        "throughput": {"repeats": 1, "variants": {
+            "bare": {"images_per_s": [100.0], "median_images_per_s": 100.0},
+            "lightning": {"images_per_s": [100 * (1 - overhead)],
+                          "median_images_per_s": 100 * (1 - overhead),
+                          "overhead_vs_bare": overhead},
+            "lightning_defaults": {"images_per_s": [90.0], "median_images_per_s": 90.0,
+                                   "overhead_vs_bare": 0.1}}},
         "latency": latency,
         "models": [{"backbone": "resnet18", "fp32_bytes": fp32_bytes, "int8_bytes": int8_bytes,
                     "int8_bytes_by_type": {"int8": int8_bytes},
                     "quality": {"skipped": None if drop is not None else "no weights",
                                 "int8_f1_drop_mean": drop, "int8_f1_drop_max": drop,
-                                "folds_run": 5}}],
+                                "folds_run": 5, "per_fold": [{"test_images": 20}]}}],
         "efficiency": {"peak_gflops": 100.0, "best_gemm_gflops": 90.0, "achieved": [
             {"backbone": "resnet18", "runtime": "ORT fp32", "batch": 8, "gflops": 80.0,
              "of_peak": 0.8, "of_gemm": 0.89}]},

@@ -23,7 +23,9 @@ FP32_RUNTIMES = ("torch eager", "ORT fp32")
 
 
 def model_flops(net: nn.Module, size: int) -> int:
-    """FLOPs of one image through ``net`` (a multiply-add counts 2), as PyTorch dispatches it."""
+    """FLOPs of one image through ``net``: convolutions and matrix multiplies as PyTorch
+    dispatches them, a multiply-add counting 2; element-wise work (BatchNorm, ReLU) is left out,
+    as in the published GFLOP figures of these backbones."""
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         net.eval()(torch.zeros(1, 3, size, size))

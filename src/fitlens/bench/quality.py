@@ -1,10 +1,15 @@
 """Model quality per backbone: group k-fold cross-validation through the real training job.
 
-Each fold is ``fitlens.train.run`` on the composed train config (``data.folds=k data.fold=i``,
-groups = exercise variants, so no variant is on both sides), then the export stage's own steps
-on the fold's best checkpoint: ONNX export with parity, int8 quantisation calibrated on the
-fold's training images, macro-F1 of both files on the fold's test images, the "not sure"
-threshold on its validation images and how many photos of *other* exercises pass it.
+Each fold is ``fitlens.train.run`` with the project's cross-validation preset
+(``experiment=cv5``: groups = exercise variants, so no variant is on both sides; every non-test
+group trains; the last epoch is tested), then the export stage's own steps on that checkpoint:
+ONNX export with parity, int8 quantisation calibrated on the fold's training images, and
+macro-F1 of both files on the fold's test images.
+
+The "not sure" threshold is the export stage's :func:`choose_threshold`, fed the fp32 model's
+predictions on the fold's held-out test images: cv5 leaves no validation split, and these are
+the images the model has not trained on. The threshold only decides how many photos of *other*
+exercises pass it; it plays no part in the macro-F1, which is argmax over the six classes.
 """
 
 from __future__ import annotations
@@ -165,15 +170,13 @@ def _fold(cfg: DictConfig, backbone: str, fold: int, other_dir: Path | None,
             parity_samples=splits["test"], calibration=[s.path for s in splits["train"]])
     except ExportError as exc:
         return replace(fold_result, notes=(f"export refused: {exc}",))
-    fp32, _ = _onnx_scores(exported.fp32, splits["test"], spec.size)
+    fp32, test_probs = _onnx_scores(exported.fp32, splits["test"], spec.size)
     int8, _ = _onnx_scores(exported.int8, splits["test"], spec.size)
     fold_result = replace(fold_result, onnx_fp32=fp32, onnx_int8=int8, exported=exported)
-    val_probs, _ = image_probabilities(session_for(exported.fp32),
-                                       [s.path for s in splits["val"]], spec.size)
     try:
-        choice = choose_threshold(val_probs, np.array([s.label for s in splits["val"]]),
-                                  settings.target_precision, f"{backbone} fold {fold} val")
-    except (ThresholdError, ValueError) as exc:
+        choice = choose_threshold(test_probs, np.array([s.label for s in splits["test"]]),
+                                  settings.target_precision, f"{backbone} fold {fold} held-out")
+    except ThresholdError as exc:
         return replace(fold_result, notes=(str(exc),))
     if other_dir is None:
         return replace(fold_result, threshold=choice.threshold)
@@ -189,9 +192,9 @@ def backbone_quality(conf_dir: Path, overrides: Sequence[str], backbone: str, wo
     quality = BackboneQuality(backbone)
     for fold in settings.fold_ids:
         cfg = compose_config(conf_dir, "train", [
-            *overrides, f"model={backbone}", "logger=csv", f"data.folds={settings.folds}",
-            f"data.fold={fold}", f"trainer.max_epochs={settings.epochs}",
-            "+trainer.enable_progress_bar=false", "optimized_metric=test/f1_macro",
+            *overrides, "experiment=cv5", f"model={backbone}", "logger=csv",
+            f"data.folds={settings.folds}", f"data.fold={fold}",
+            f"trainer.max_epochs={settings.epochs}", "+trainer.enable_progress_bar=false",
         ], workdir / backbone / f"fold{fold}")
         if fold == settings.fold_ids[0]:
             try:

@@ -3,14 +3,17 @@ alone against the model step alone.
 
 Every loop here is built from the same composed config by :func:`fitlens.train.build`, so it
 gets the same network, loss settings, DataLoader (files, augmentations, batch size, workers) and
-optimizer (``configure_optimizers``). Each loop stamps the clock when a batch arrives; images/s
-counts from the second epoch on, so set-up, first-touch allocation and loader start-up stay out.
-All images are training images (no val/test hold-out, no validation loop): both loops do the
-same work per epoch.
+optimizer (``configure_optimizers``). Each loop stamps the clock when a batch arrives and when
+training ends; an epoch lasts from its first batch to the next epoch's first batch (or the end),
+so the epoch-end work (scheduler, checkpoint, logging) counts. The first epoch is warm-up (set-up,
+first-touch allocation, loader start-up); images/s is the median over the remaining epochs of
+all repeats, which one stalled epoch on a shared machine cannot move. All images are training
+images (no val/test hold-out, no validation loop): every loop does the same work per epoch.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,33 +46,39 @@ VARIANTS = {
     "lightning_defaults": "Lightning with our default callbacks + CSV logger",
 }
 
-Stamp = tuple[int, float, int]  # (epoch, perf_counter when the batch arrived, images in it)
+#: (epoch, perf_counter when a batch arrived, images in it); a final (epochs, end, 0) closes
+#: the last epoch.
+Stamp = tuple[int, float, int]
 
 
 @dataclass(frozen=True)
 class ThroughputSettings:
-    epochs: int = 4
+    epochs: int = 3
     repeats: int = 3
     loader_workers: tuple[int, ...] = (0, 1, 2)
     step_repeats: int = 10
 
 
-def steady_images_per_second(stamps: Sequence[Stamp], skip_epochs: int = 1) -> float:
-    """Images per second between the first batch of epoch ``skip_epochs`` and the last batch.
-
-    Each interval runs from one batch's arrival to the next, so it holds the step, the loader's
-    next batch and, across an epoch boundary, the epoch-end work: all of it is the loop's cost.
-    """
-    steady = [s for s in stamps if s[0] >= skip_epochs]
-    if len(steady) < 2:
-        raise ValueError(f"{len(steady)} batch(es) after {skip_epochs} warm-up epoch(s); need at "
-                         "least 2 to time an interval (more epochs or a smaller batch size)")
-    images = sum(n for _, _, n in steady[:-1])
-    return images / (steady[-1][1] - steady[0][1])
+def epoch_rates(stamps: Sequence[Stamp], skip_epochs: int = 1) -> list[float]:
+    """images/s of each epoch from ``skip_epochs`` on, from its first batch to the next epoch's
+    first batch (or the closing stamp)."""
+    starts: dict[int, float] = {}
+    images: dict[int, int] = {}
+    for epoch, t, n in stamps:
+        starts.setdefault(epoch, t)
+        images[epoch] = images.get(epoch, 0) + n
+    epochs = sorted(starts)
+    rates = [images[e] / (starts[after] - starts[e])
+             for e, after in itertools.pairwise(epochs) if e >= skip_epochs]
+    if not rates:
+        raise ValueError(f"no complete epoch after {skip_epochs} warm-up epoch(s); run more "
+                         "epochs")
+    return rates
 
 
 class BatchClock(pl.Callback):
-    """Stamps the clock in ``on_train_batch_start``, i.e. once the loader has delivered."""
+    """Stamps the clock in ``on_train_batch_start`` (once the loader has delivered) and in
+    ``on_train_end``."""
 
     def __init__(self) -> None:
         self.stamps: list[Stamp] = []
@@ -77,6 +86,9 @@ class BatchClock(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                              batch: Any, batch_idx: int) -> None:
         self.stamps.append((trainer.current_epoch, time.perf_counter(), len(batch[1])))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stamps.append((trainer.max_epochs, time.perf_counter(), 0))
 
 
 def _optimizer_and_scheduler(model: pl.LightningModule) -> tuple[torch.optim.Optimizer, Any]:
@@ -109,7 +121,8 @@ def bare_stamps(cfg: DictConfig) -> list[Stamp]:
     optimizer, scheduler = _optimizer_and_scheduler(model)
     model.train()
     stamps: list[Stamp] = []
-    for epoch in range(int(cfg.trainer.max_epochs)):
+    epochs = int(cfg.trainer.max_epochs)
+    for epoch in range(epochs):
         for x, y in loader:
             stamps.append((epoch, time.perf_counter(), len(y)))
             optimizer.zero_grad(set_to_none=True)
@@ -119,6 +132,7 @@ def bare_stamps(cfg: DictConfig) -> list[Stamp]:
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+    stamps.append((epochs, time.perf_counter(), 0))
     return stamps
 
 
@@ -129,22 +143,21 @@ class FrameworkOverhead:
     batch_size: int
     train_images: int
     epochs: int
-    #: images/s per variant, one value per repeat (repeats interleave the variants).
+    repeats: int
+    #: images/s of every measured epoch per variant (repeats interleave the variants).
     images_per_s: dict[str, list[float]] = field(default_factory=dict)
 
     def median(self, variant: str) -> float:
         return median(self.images_per_s[variant])
 
     def overhead(self, variant: str) -> float:
-        """Median over repeats of ``1 - variant/bare``: pairs measured back to back share the
-        machine's load of the moment, which a ratio of medians would not."""
-        return median([1 - v / b for v, b in zip(self.images_per_s[variant],
-                                                   self.images_per_s["bare"], strict=True)])
+        """``1 - variant/bare`` on the medians: the share of throughput the variant loses."""
+        return 1 - self.median(variant) / self.median("bare")
 
     def to_dict(self) -> dict[str, Any]:
         return {"backbone": self.backbone, "image_size": self.image_size,
                 "batch_size": self.batch_size, "train_images": self.train_images,
-                "epochs": self.epochs, "warmup_epochs": 1,
+                "epochs": self.epochs, "warmup_epochs": 1, "repeats": self.repeats,
                 "variants": {k: {"description": VARIANTS[k], "images_per_s": v,
                                  "median_images_per_s": self.median(k),
                                  **({"overhead_vs_bare": self.overhead(k)} if k != "bare"
@@ -171,12 +184,13 @@ def framework_overhead(conf_dir: Path, overrides: Sequence[str], workdir: Path,
         for name, loop in runs.items():
             stamps = loop(configs[name])
             train_images = sum(n for epoch, _, n in stamps if epoch == 0)
-            result[name].append(steady_images_per_second(stamps))
+            result[name] += epoch_rates(stamps)
     cfg = configs["bare"]
     return FrameworkOverhead(
         backbone=str(cfg.model.backbone._target_).rsplit(".", 1)[-1],
         image_size=int(cfg.data.image_size), batch_size=int(cfg.data.batch_size),
-        train_images=train_images, epochs=settings.epochs, images_per_s=result)
+        train_images=train_images, epochs=settings.epochs, repeats=settings.repeats,
+        images_per_s=result)
 
 
 @dataclass(frozen=True)
@@ -207,6 +221,7 @@ def _loader_stamps(batches: Iterable[Any], epochs: int) -> list[Stamp]:
     for epoch in range(epochs):
         for _, y in batches:
             stamps.append((epoch, time.perf_counter(), len(y)))
+    stamps.append((epochs, time.perf_counter(), 0))
     return stamps
 
 
@@ -221,7 +236,7 @@ def input_pipeline(conf_dir: Path, overrides: Sequence[str], workdir: Path,
         datamodule = instantiate(cfg.data, _convert_="all")
         datamodule.setup("fit")
         loader = datamodule.train_dataloader()
-        loader_rates[workers] = steady_images_per_second(_loader_stamps(loader, settings.epochs))
+        loader_rates[workers] = median(epoch_rates(_loader_stamps(loader, settings.epochs)))
     cfg = compose_config(conf_dir, "train", [*overrides, *COMMON, *FRAMEWORK_ONLY],
                          workdir / "step")
     pl.seed_everything(cfg.seed, verbose=False)
