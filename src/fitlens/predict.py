@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from fitlens.data.images import IMAGE_SUFFIXES, ImageLoadError, preprocess
 from fitlens.export.metadata import (
@@ -25,6 +26,10 @@ from fitlens.export.metadata import (
 )
 
 META_FILE = "model_meta.json"
+#: What onnxruntime raises for a file it cannot load as a model (damaged, not ONNX, bad graph).
+ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph,
+                   ort_errors.InvalidProtobuf, ort_errors.NoModel, ort_errors.NotImplemented,
+                   ort_errors.RuntimeException)
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,13 @@ class Predictor:
                                 "python scripts/export.py")
         self.input_name = self.meta["input"]["name"]
         self.output_name = self.meta["outputs"]["probabilities"]
-        self.session = ort.InferenceSession(str(self.model_path),
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.model_path),
+                                                providers=["CPUExecutionProvider"])
+        except ORT_LOAD_ERRORS as exc:
+            raise MetadataError(f"{self.model_path}: onnxruntime cannot load this model ({exc}); "
+                                "expected the ONNX file the export wrote, re-run "
+                                "python scripts/export.py") from exc
 
     def predict_file(self, path: str | Path, top_k: int = 3) -> Prediction:
         """Classify one file; raises :class:`ImageLoadError` if it is not a usable image."""

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from fitlens.config import validate_config
+from fitlens.models.checkpoint import safe_load
 from fitlens.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,16 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
 def run(cfg: DictConfig) -> TrainResult:
     """Seed, fit, then test the best checkpoint; tracked in MLflow if ``logger.tracking_uri``."""
     validate_config(cfg)
+    # A checkpoint to resume is read first: a corrupt one (say, cut short by kill -9) fails now,
+    # naming the file, and its MLflow run id lets the resumed job continue that run.
+    resume = safe_load(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     # Connects (or fails) before anything is trained.
     tracker = Tracker.from_config(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     if tracker is None:
         return _fit_and_test(cfg, datamodule, model, trainer)
-    with tracker.run(trainer, datamodule) as tracked:
+    with tracker.run(trainer, datamodule, resume if isinstance(resume, dict) else None) as tracked:
         result = _fit_and_test(cfg, datamodule, model, trainer)
         result.mlflow_run_id = tracked.run_id
         result.model_version = tracked.log_result(model, datamodule, result.best_checkpoint,
@@ -66,7 +70,7 @@ def run(cfg: DictConfig) -> TrainResult:
 
 def _fit_and_test(cfg: DictConfig, datamodule: pl.LightningDataModule,
                   model: pl.LightningModule, trainer: pl.Trainer) -> TrainResult:
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     checkpoint = trainer.checkpoint_callback
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     val = _scalars({k: v for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
@@ -74,7 +78,8 @@ def _fit_and_test(cfg: DictConfig, datamodule: pl.LightningDataModule,
         val[f"best_{checkpoint.monitor}"] = float(checkpoint.best_model_score)
     test: dict[str, float] = {}
     if cfg.get("test"):
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False,
+                               weights_only=True)
         test = _scalars(results[0]) if results else {}
     metrics = {**val, **test}
     optimized = cfg.get("optimized_metric")

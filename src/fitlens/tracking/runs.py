@@ -4,7 +4,8 @@ At the start: the resolved config (as params and ``config.yaml``), git state, da
 Hydra overrides and output dir (as tags) and the split CSV. During fit: Lightning's metrics per
 epoch. At the end: test metrics, plots, a per-class report, the model bundle and the MLflow model
 (registered as a new version). A run that raises ends FAILED, Ctrl-C ends it KILLED; either way
-the last checkpoint is logged, so the training done so far is not lost.
+the last checkpoint is logged, so the training done so far is not lost. Every checkpoint carries
+its run's id, so ``ckpt_path=<checkpoint>`` continues the same run, even after ``kill -9``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ from fitlens.tracking.sweep import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
 
+#: The key under which a Lightning checkpoint names the MLflow run that wrote it.
+RUN_ID_KEY = "mlflow_run_id"
+
+
+class RunIdInCheckpoint(pl.Callback):
+    """Writes the run id into every checkpoint, so resuming from it continues that run."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint[RUN_ID_KEY] = self.run_id
+
 
 class RunMetricsLogger(Logger):
     """Lightning's logged metrics (train/val per epoch, lr, test) into an existing MLflow run.
@@ -50,12 +65,16 @@ class RunMetricsLogger(Logger):
     Lightning's own ``MLFlowLogger`` ends the run in ``finalize`` after ``fit``, before testing
     and artifacts; here the run's lifecycle, and its FAILED/KILLED status, belongs to
     :class:`Tracker`. Steps are Lightning's (optimizer steps), as in its other loggers.
+
+    A resumed job skips metrics at steps before ``resume_step`` (the checkpoint's): Lightning
+    closes the checkpoint's epoch again on resume, and the run has that epoch's values already.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, resume_step: int = 0) -> None:
         super().__init__()
         self._client = client
         self._run_id = run_id
+        self._resume_step = resume_step
 
     @property
     def name(self) -> str:
@@ -67,6 +86,8 @@ class RunMetricsLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if (step or 0) < self._resume_step:
+            return
         now = int(time.time() * 1000)
         self._client.log_batch(self._run_id, metrics=[
             Metric(key, float(value), now, step or 0) for key, value in metrics.items()])
@@ -109,10 +130,29 @@ class Tracker:
                                                              settings.experiment_name))
         return cls(cfg, client, experiment)
 
+    def _resumable(self, run_id: str | None) -> str | None:
+        """``run_id`` if this store has it (not deleted); a checkpoint from another store starts
+        a new run instead."""
+        if run_id is None:
+            return None
+        try:
+            found = self.client.get_run(run_id)
+        except MlflowException:
+            found = None
+        if found is None or found.info.lifecycle_stage != "active":
+            log.warning("ckpt_path: its MLflow run %s is not in %s (or is deleted); the resumed "
+                        "training is tracked as a new run", run_id, self.settings.tracking_uri)
+            return None
+        return run_id
+
     @contextmanager
-    def run(self, trainer: pl.Trainer,
-            datamodule: pl.LightningDataModule) -> Iterator[TrackedRun]:
-        """The MLflow run around fit and test; ends FINISHED, FAILED (exception) or KILLED."""
+    def run(self, trainer: pl.Trainer, datamodule: pl.LightningDataModule,
+            resume_from: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+        """The MLflow run around fit and test; ends FINISHED, FAILED (exception) or KILLED.
+
+        ``resume_from`` (the checkpoint being resumed) continues the run that wrote it: its
+        metrics go on from the checkpoint's step and its status ends as this job ends.
+        """
         datamodule.setup("fit")  # the split and its fingerprint belong to the run's start
         overrides = _overrides()
         commit, dirty = git_state()
@@ -124,15 +164,24 @@ class Tracker:
         if commit != "unknown":
             tags["mlflow.source.git.commit"] = commit
         mlflow.set_tracking_uri(self.settings.tracking_uri)
-        # Not MLflow's random name: training seeded `random`, so every run would get the same.
-        name = overrides or Path(self.cfg.paths.output_dir).name
-        active = mlflow.start_run(experiment_id=self.experiment, run_name=name, tags=tags,
-                                  parent_run_id=os.environ.get(PARENT_RUN_ENV))
+        resumed = self._resumable((resume_from or {}).get(RUN_ID_KEY))
+        if resumed:
+            # The first job's tags stay; this job's own are kept beside them.
+            tags = {f"resume.{k}": v for k, v in tags.items() if not k.startswith("mlflow.")}
+            active = mlflow.start_run(run_id=resumed, tags=tags)
+        else:
+            # Not MLflow's random name: training seeded `random`, so every run would get the same.
+            name = overrides or Path(self.cfg.paths.output_dir).name
+            active = mlflow.start_run(experiment_id=self.experiment, run_name=name, tags=tags,
+                                      parent_run_id=os.environ.get(PARENT_RUN_ENV))
         tracked = TrackedRun(self, active.info.run_id, trainer)
         status = "FAILED"
         try:
-            tracked.log_inputs(datamodule)
-            trainer.loggers = [*trainer.loggers, RunMetricsLogger(self.client, tracked.run_id)]
+            tracked.log_inputs(datamodule, resumed=resumed is not None)
+            resume_step = int(resume_from.get("global_step", 0)) if resumed else 0
+            trainer.loggers = [*trainer.loggers,
+                               RunMetricsLogger(self.client, tracked.run_id, resume_step)]
+            trainer.callbacks.append(RunIdInCheckpoint(tracked.run_id))
             yield tracked
             status = "FINISHED"
         except (KeyboardInterrupt, SystemExit):
@@ -155,11 +204,17 @@ class TrackedRun:
         self.trainer = trainer
         self.client = tracker.client
 
-    def log_inputs(self, datamodule: pl.LightningDataModule) -> None:
+    def log_inputs(self, datamodule: pl.LightningDataModule, resumed: bool = False) -> None:
+        """Config as params and ``config.yaml``, and the split. MLflow params are write-once, so a
+        resumed job adds only new keys and keeps its whole config as ``config_resumed.yaml``."""
         cfg = self.tracker.cfg
-        self.client.log_batch(self.run_id, params=[
-            Param(k, v) for k, v in config_params(cfg).items()])
-        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        params = config_params(cfg)
+        if resumed:
+            logged = self.client.get_run(self.run_id).data.params
+            params = {k: v for k, v in params.items() if k not in logged}
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+        self.client.log_text(self.run_id, OmegaConf.to_yaml(cfg, resolve=True),
+                             "config_resumed.yaml" if resumed else "config.yaml")
         split_csv = getattr(datamodule, "split_csv", None)
         if split_csv and Path(split_csv).is_file():
             self.client.log_artifact(self.run_id, split_csv)

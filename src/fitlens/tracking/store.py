@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from urllib.parse import urlparse
 
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -57,9 +58,12 @@ def _fail_fast_http() -> Iterator[None]:
 def connect(tracking_uri: str, setting: str = "logger.tracking_uri") -> MlflowClient:
     """A client for ``tracking_uri``, after checking that the store answers now.
 
-    A SQLite store's folder is created (a fresh checkout has no ``mlruns/`` database yet).
+    A SQLite store's folder is created (a fresh checkout has no ``mlruns/`` database yet), and
+    its first use is serialised: MLflow creates and migrates the schema on first connection, and
+    two jobs doing that at once break it (alembic "expected to match one row").
     """
     db = sqlite_path(tracking_uri)
+    lock = nullcontext()
     if db is not None:
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -67,9 +71,10 @@ def connect(tracking_uri: str, setting: str = "logger.tracking_uri") -> MlflowCl
             raise TrackingStoreError(
                 f"{setting}={tracking_uri}: cannot create the store's folder {db.parent} "
                 f"({exc.strerror or exc})") from exc
-    client = MlflowClient(tracking_uri)
+        lock = FileLock(f"{db}.lock")
     try:
-        with _fail_fast_http():
+        with lock, _fail_fast_http():
+            client = MlflowClient(tracking_uri)
             client.search_experiments(max_results=1)
     except (MlflowException, OSError) as exc:
         hint = ("is `mlflow server` running there? (README: Tracking)" if is_server(tracking_uri)
