@@ -60,6 +60,7 @@ class SharedExport:
 
 
 _EXPORTS: dict[Path, SharedExport] = {}
+TARGET_PRECISION = 0.5
 
 
 def register(uri: str, model: TinyModel, *, promote_to: str | None = "champion") -> str:
@@ -112,8 +113,10 @@ def shared_export(tmp_path_factory: pytest.TempPathFactory) -> SharedExport:
             [sys.executable, str(ROOT / "scripts" / "export.py"), f"logger.tracking_uri={uri}",
              f"export.out_dir={base / 'assets'}", f"export.fixtures_dir={fixtures}",
              f"export.other_dir={other_photos(base / 'other')}", "export.quantize=int8",
-             # 12 test images: one flipped image is 8 points, so the gate is tested elsewhere.
-             "export.max_drop=0.5", f"hydra.run.dir={base / 'job'}"],
+             # 12 test images: one flipped image is 8 points, so the gate is tested elsewhere;
+             # the tiny int8 model cannot be relied on to reach 95% validation precision.
+             "export.max_drop=0.5", f"export.target_precision={TARGET_PRECISION}",
+             f"hydra.run.dir={base / 'job'}"],
             capture_output=True, text=True, check=False, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
         _EXPORTS[key] = SharedExport(model, base / "assets", uri, run_id, fixtures, done.stdout)
@@ -164,9 +167,9 @@ def test_metadata_describes_the_model(export: SharedExport, meta: dict) -> None:
     val = export.model.samples["val"]
     probs, _ = image_probabilities(session_for(export.out_dir / meta["model_file"]),
                                    [s.path for s in val], 32)
-    choice = choose_threshold(probs, np.array([s.label for s in val]), 0.95, "val")
+    choice = choose_threshold(probs, np.array([s.label for s in val]), TARGET_PRECISION, "val")
     assert meta["threshold"] == choice.threshold
-    assert metrics["export/val_precision_at_threshold"] == choice.precision >= 0.95
+    assert metrics["export/val_precision_at_threshold"] == choice.precision >= TARGET_PRECISION
     test = export.model.samples["test"]
     test_probs, _ = image_probabilities(session_for(export.out_dir / meta["model_file"]),
                                         [s.path for s in test], 32)
