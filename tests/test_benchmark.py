@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from fitlens.bench.quality import QualitySettings, backbone_quality
 from fitlens.bench.report import goals, render_markdown
-from tests.conftest import ROOT, config_classes, make_images
+from fitlens.models import backbones
+from tests.conftest import CONF, ROOT, config_classes, make_images
 
 SECTIONS = ("## Machine", "## Goals", "## Which model for the phone",
             "## 1. Framework overhead", "## 2. Input pipeline", "## 3. Inference latency",
@@ -112,3 +115,17 @@ def test_quality_without_weights_is_not_measured_rather_than_passed() -> None:
     (drop,) = [g for g in goals(_results(0.0, 20.0, 10.0, 400, 100, None))
                if g.goal.startswith("int8 macro-F1")]
     assert drop.status == "NOT MEASURED" and drop.why == "no weights"
+
+
+def test_quality_skips_a_backbone_whose_pretrained_weights_are_missing(
+        tmp_path: Path, image_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """resnet18 offline: the quality table says why, instead of scoring a random init."""
+
+    def unavailable() -> None:
+        raise backbones.PretrainedWeightsUnavailable("resnet18: no ImageNet weights here")
+
+    monkeypatch.setattr(backbones, "_resnet18_imagenet", unavailable)
+    quality = backbone_quality(CONF, [f"data.root={image_root}", "data.image_size=32"],
+                               "resnet18", tmp_path, None, QualitySettings(epochs=1))
+    assert quality.skipped == "resnet18: no ImageNet weights here"
+    assert quality.folds == []

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -199,8 +200,10 @@ def backbone_quality(conf_dir: Path, overrides: Sequence[str], backbone: str, wo
         if fold == settings.fold_ids[0]:
             try:
                 instantiate(cfg.model.backbone)
-            except PretrainedWeightsUnavailable as exc:
-                quality.skipped = str(exc).splitlines()[0]
+            except InstantiationException as exc:
+                if not isinstance(exc.__cause__, PretrainedWeightsUnavailable):
+                    raise
+                quality.skipped = str(exc.__cause__).splitlines()[0]
                 return quality
         log.info("quality: %s fold %d/%d", backbone, fold + 1, settings.folds)
         quality.folds.append(_fold(cfg, backbone, fold, other_dir, settings))
