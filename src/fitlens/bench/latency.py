@@ -49,12 +49,14 @@ class LatencyRow:
         return asdict(self)
 
 
-def ort_session(path: Path, threads: int) -> ort.InferenceSession:
+def ort_session(model: Path | bytes, threads: int) -> ort.InferenceSession:
+    """A CPU session on ``threads`` intra-op threads; ``model`` is a file or serialized bytes."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def _callers(net: nn.Module, sessions: dict[str, ort.InferenceSession],

@@ -31,7 +31,7 @@ from fitlens.bench.exported import ExportedModel, export_variants
 from fitlens.contract import InputSpec
 from fitlens.data.splits import SPLITS, Sample, read_split_csv
 from fitlens.export.onnx import ExportError, image_probabilities, session_for
-from fitlens.export.quantize import Scores, scores
+from fitlens.export.quantize import scores
 from fitlens.export.threshold import (
     ThresholdError,
     choose_threshold,
@@ -61,6 +61,13 @@ class QualitySettings:
         return range(self.folds if self.run_folds is None else min(self.run_folds, self.folds))
 
 
+def macro_f1(predicted: Sequence[int], labels: Sequence[int]) -> float:
+    """The export stage's macro-F1 (:func:`fitlens.export.quantize.scores`) of class indices."""
+    predicted, labels = np.asarray(predicted, dtype=int), np.asarray(labels, dtype=int)
+    width = int(max(predicted.max(initial=0), labels.max(initial=0))) + 1
+    return scores(np.eye(width)[predicted], labels).f1_macro
+
+
 @dataclass(frozen=True)
 class FoldResult:
     fold: int
@@ -68,11 +75,12 @@ class FoldResult:
     f1_macro: float
     accuracy: float
     train_seconds: float
-    test_images: int
+    #: True classes of the fold's test images, and the exported files' top-1 on them.
+    labels: tuple[int, ...] = ()
+    fp32_predicted: tuple[int, ...] = ()
+    int8_predicted: tuple[int, ...] = ()
     #: The fold's best Lightning checkpoint (the latency section rebuilds the net from it).
     checkpoint: str | None = None
-    onnx_fp32: Scores | None = None
-    onnx_int8: Scores | None = None
     threshold: float | None = None
     other_images: int = 0
     other_accepted: int = 0
@@ -81,17 +89,26 @@ class FoldResult:
     notes: tuple[str, ...] = ()
 
     @property
+    def onnx_fp32_f1(self) -> float | None:
+        return macro_f1(self.fp32_predicted, self.labels) if self.fp32_predicted else None
+
+    @property
+    def onnx_int8_f1(self) -> float | None:
+        return macro_f1(self.int8_predicted, self.labels) if self.int8_predicted else None
+
+    @property
     def int8_f1_drop(self) -> float | None:
-        if self.onnx_fp32 is None or self.onnx_int8 is None:
+        if self.onnx_fp32_f1 is None or self.onnx_int8_f1 is None:
             return None
-        return self.onnx_fp32.f1_macro - self.onnx_int8.f1_macro
+        return self.onnx_fp32_f1 - self.onnx_int8_f1
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "fold": self.fold, "f1_macro": self.f1_macro, "accuracy": self.accuracy,
-            "train_seconds": self.train_seconds, "test_images": self.test_images,
-            "onnx_fp32_f1_macro": self.onnx_fp32.f1_macro if self.onnx_fp32 else None,
-            "onnx_int8_f1_macro": self.onnx_int8.f1_macro if self.onnx_int8 else None,
+            "train_seconds": self.train_seconds, "test_images": len(self.labels),
+            "labels": list(self.labels), "fp32_predicted": list(self.fp32_predicted),
+            "int8_predicted": list(self.int8_predicted),
+            "onnx_fp32_f1_macro": self.onnx_fp32_f1, "onnx_int8_f1_macro": self.onnx_int8_f1,
             "int8_f1_drop": self.int8_f1_drop, "threshold": self.threshold,
             "other_images": self.other_images, "other_accepted": self.other_accepted,
             "export": self.exported.to_dict() if self.exported else None,
@@ -117,6 +134,22 @@ class BackboneQuality:
         values = self._values(name)
         return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
+    def pooled(self) -> dict[str, float] | None:
+        """Out-of-fold scores over every test image of every fold: each image once, each
+        scored by the model that did not train on it. With ~20 images a fold, one flipped
+        prediction moves a fold's macro-F1 by points; pooled, the int8 loss is measured on all
+        images at once, and top-1 agreement shows how many predictions int8 changed at all."""
+        folds = [f for f in self.folds if f.fp32_predicted and f.int8_predicted]
+        if not folds:
+            return None
+        labels = [y for f in folds for y in f.labels]
+        fp32 = [p for f in folds for p in f.fp32_predicted]
+        int8 = [p for f in folds for p in f.int8_predicted]
+        return {"images": len(labels), "fp32_f1_macro": macro_f1(fp32, labels),
+                "int8_f1_macro": macro_f1(int8, labels),
+                "int8_f1_drop": macro_f1(fp32, labels) - macro_f1(int8, labels),
+                "top1_agreement": float(np.mean(np.array(fp32) == np.array(int8)))}
+
     @property
     def other_accepted_fraction(self) -> float | None:
         images = sum(f.other_images for f in self.folds)
@@ -129,6 +162,7 @@ class BackboneQuality:
                 "accuracy_mean": self.mean("accuracy"),
                 "int8_f1_drop_mean": self.mean("int8_f1_drop"),
                 "int8_f1_drop_max": max(self._values("int8_f1_drop"), default=None),
+                "pooled": self.pooled(),
                 "threshold_mean": self.mean("threshold"),
                 "other_accepted_fraction": self.other_accepted_fraction,
                 "per_fold": [f.to_dict() for f in self.folds]}
@@ -139,9 +173,8 @@ def _splits(split_csv: Path, classes: Sequence[str]) -> dict[str, list[Sample]]:
     return {name: [s for s in samples if split_of[s.group] == name] for name in SPLITS}
 
 
-def _onnx_scores(path: Path, samples: Sequence[Sample], size: int) -> tuple[Scores, np.ndarray]:
-    probs, _ = image_probabilities(session_for(path), [s.path for s in samples], size)
-    return scores(probs, np.array([s.label for s in samples])), probs
+def _probabilities(path: Path, samples: Sequence[Sample], size: int) -> np.ndarray:
+    return image_probabilities(session_for(path), [s.path for s in samples], size)[0]
 
 
 def trained_net(model_cfg: DictConfig, checkpoint: str) -> tuple[ExerciseNet, InputSpec]:
@@ -157,9 +190,11 @@ def _fold(cfg: DictConfig, backbone: str, fold: int, other_dir: Path | None,
     result = run(cfg)
     train_seconds = time.perf_counter() - start
     splits = _splits(Path(cfg.data.split_csv), list(cfg.data.classes))
+    test = splits["test"]
+    labels = np.array([s.label for s in test])
     fold_result = FoldResult(fold=fold, f1_macro=result.test_metrics["test/f1_macro"],
                              accuracy=result.test_metrics["test/acc"],
-                             train_seconds=train_seconds, test_images=len(splits["test"]),
+                             train_seconds=train_seconds, labels=tuple(labels.tolist()),
                              checkpoint=result.best_checkpoint)
     if result.best_checkpoint is None:
         return replace(fold_result, notes=("no checkpoint saved, nothing to export",))
@@ -168,15 +203,16 @@ def _fold(cfg: DictConfig, backbone: str, fold: int, other_dir: Path | None,
         exported = export_variants(
             net, Path(cfg.paths.output_dir) / "onnx", backbone, size=spec.size,
             opset=settings.opset, parity_tol=settings.parity_tol,
-            parity_samples=splits["test"], calibration=[s.path for s in splits["train"]])
+            parity_samples=test, calibration=[s.path for s in splits["train"]])
     except ExportError as exc:
         return replace(fold_result, notes=(f"export refused: {exc}",))
-    fp32, test_probs = _onnx_scores(exported.fp32, splits["test"], spec.size)
-    int8, _ = _onnx_scores(exported.int8, splits["test"], spec.size)
-    fold_result = replace(fold_result, onnx_fp32=fp32, onnx_int8=int8, exported=exported)
+    fp32 = _probabilities(exported.fp32, test, spec.size)
+    int8 = _probabilities(exported.int8, test, spec.size)
+    fold_result = replace(fold_result, fp32_predicted=tuple(fp32.argmax(1).tolist()),
+                          int8_predicted=tuple(int8.argmax(1).tolist()), exported=exported)
     try:
-        choice = choose_threshold(test_probs, np.array([s.label for s in splits["test"]]),
-                                  settings.target_precision, f"{backbone} fold {fold} held-out")
+        choice = choose_threshold(fp32, labels, settings.target_precision,
+                                  f"{backbone} fold {fold} held-out")
     except ThresholdError as exc:
         return replace(fold_result, notes=(str(exc),))
     if other_dir is None:
@@ -184,6 +220,12 @@ def _fold(cfg: DictConfig, backbone: str, fold: int, other_dir: Path | None,
     other = other_acceptance(other_dir, choice.threshold, session_for(exported.fp32), spec.size)
     return replace(fold_result, threshold=choice.threshold, other_images=other.images,
                  other_accepted=other.accepted, notes=(other.note,) if other.note else ())
+
+
+def _first_sentences(message: str) -> str:
+    """The error's first line without a trailing "do one of:" that introduces the remedies."""
+    line = message.splitlines()[0]
+    return line.rsplit(". ", 1)[0] + "." if line.endswith(":") and ". " in line else line
 
 
 def backbone_quality(conf_dir: Path, overrides: Sequence[str], backbone: str, workdir: Path,
@@ -203,7 +245,7 @@ def backbone_quality(conf_dir: Path, overrides: Sequence[str], backbone: str, wo
             except InstantiationException as exc:
                 if not isinstance(exc.__cause__, PretrainedWeightsUnavailable):
                     raise
-                quality.skipped = str(exc.__cause__).splitlines()[0]
+                quality.skipped = _first_sentences(str(exc.__cause__))
                 return quality
         log.info("quality: %s fold %d/%d", backbone, fold + 1, settings.folds)
         quality.folds.append(_fold(cfg, backbone, fold, other_dir, settings))

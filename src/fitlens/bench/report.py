@@ -13,12 +13,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 MB = 1e6
 OVERHEAD_MAX = 0.03
 ORT_SPEEDUP_MIN = 1.8
 INT8_RATIO_MIN = 3.9
 INT8_DROP_MAX = 0.01
 PEAK_SHARE_MIN = 0.75
+#: Per-epoch images/s spreading wider than this ((max - min) / median) swamps a 3% goal.
+NOISE_MAX = 0.10
 EFFICIENCY_BACKBONE = "resnet18"
 
 
@@ -27,7 +31,7 @@ class Goal:
     goal: str
     target: str
     measured: str
-    status: str  # PASS, MISS or NOT MEASURED
+    status: str  # PASS, MISS, NOISY (the measurement cannot decide) or NOT MEASURED
     why: str
 
 
@@ -40,22 +44,44 @@ def _latency(results: dict[str, Any], backbone: str, runtime: str, batch: int) -
                  and r["runtime"] == runtime and r["batch"] == batch), None)
 
 
+def _spread(values: Sequence[float]) -> float:
+    return (max(values) - min(values)) / float(np.median(values))
+
+
+def _real_epoch_ms(results: dict[str, Any]) -> float:
+    t = results["throughput"]
+    return t["train_images"] / t["variants"]["bare"]["median_images_per_s"] * 1000
+
+
+def estimated_overhead(results: dict[str, Any], variant: str) -> float:
+    """The fixed-cost probe's extra milliseconds per epoch over a real (bare) epoch's."""
+    return results["framework_cost"]["extra_ms_per_epoch"][variant] / _real_epoch_ms(results)
+
+
 def _overhead_goal(results: dict[str, Any]) -> Goal:
+    name, target = "Framework overhead (Lightning vs bare loop)", f"<= {OVERHEAD_MAX:.0%}"
     t = results["throughput"]
     variants = t["variants"]
     overhead = variants["lightning"]["overhead_vs_bare"]
-    samples = len(variants["bare"]["images_per_s"])
-    measured = (f"{overhead:+.1%} ({variants['lightning']['median_images_per_s']:.1f} vs "
-                f"{variants['bare']['median_images_per_s']:.1f} images/s; with our defaults "
-                f"{variants['lightning_defaults']['overhead_vs_bare']:+.1%})")
-    why = (f"median over {samples} measured epochs ({t['repeats']} interleaved repeats); the "
-           "Lightning side includes our training_step's per-step accuracy/macro-F1 update and "
-           "logging")
-    if overhead > OVERHEAD_MAX:
-        why += (". Compare the per-epoch spread in section 1: when one loop's epochs spread "
-                "wider than the gap, the gap is the machine's load, not the framework")
-    return Goal("Framework overhead (Lightning vs bare loop)", f"<= {OVERHEAD_MAX:.0%}",
-                measured, _status(overhead <= OVERHEAD_MAX), why)
+    estimate = estimated_overhead(results, "lightning")
+    extra = results["framework_cost"]["extra_ms_per_epoch"]["lightning"]
+    measured = (f"measured {overhead:+.1%} ({variants['lightning']['median_images_per_s']:.1f} "
+                f"vs {variants['bare']['median_images_per_s']:.1f} images/s); fixed-cost "
+                f"estimate {estimate:+.2%} ({extra:+.1f} ms per {_real_epoch_ms(results):.0f} "
+                "ms epoch)")
+    why = (f"measured: median over {len(variants['bare']['images_per_s'])} epochs "
+           f"({t['repeats']} interleaved repeats) at full size; estimate: Lightning's extra "
+           "time per epoch with the network's compute taken out (section 1), over the real "
+           "epoch time. Both include our training_step's metric updates and logging")
+    spread = max(_spread(variants[k]["images_per_s"]) for k in ("bare", "lightning"))
+    if spread <= NOISE_MAX:
+        return Goal(name, target, measured, _status(overhead <= OVERHEAD_MAX), why)
+    if "lightning" not in results["framework_cost"]["extra_ms_per_epoch"]:
+        return Goal(name, target, measured, "NOISY", why)
+    return Goal(name, target, measured, _status(estimate <= OVERHEAD_MAX),
+                f"decided on the estimate: epochs of the same loop at full size differed by up "
+                f"to {spread:.0%} in images/s (other work on this host, see the load average), "
+                f"too much to resolve {OVERHEAD_MAX:.0%} directly; {why}")
 
 
 def _speedup_goals(results: dict[str, Any]) -> list[Goal]:
@@ -101,20 +127,26 @@ def _drop_goals(results: dict[str, Any]) -> list[Goal]:
     for model in results["models"]:
         quality, backbone = model["quality"], model["backbone"]
         name, target = f"int8 macro-F1 loss: {backbone}", f"<= {INT8_DROP_MAX * 100:.0f} point"
-        drop = quality["int8_f1_drop_mean"]
-        if drop is None:
+        pooled = quality["pooled"]
+        if pooled is None:
             reason = quality["skipped"] or "no fold produced both an fp32 and an int8 score"
             goals.append(Goal(name, target, "-", "NOT MEASURED", reason))
             continue
-        worst = quality["int8_f1_drop_max"]
+        drop = pooled["int8_f1_drop"]
         ok = drop <= INT8_DROP_MAX
-        why = (f"mean over {quality['folds_run']} fold(s) of fp32 minus int8 macro-F1 on each "
-               f"fold's test images (worst fold {worst * 100:+.1f} points)")
+        measured = (f"{drop * 100:+.1f} points ({pooled['fp32_f1_macro']:.3f} -> "
+                    f"{pooled['int8_f1_macro']:.3f}); int8 changed "
+                    f"{1 - pooled['top1_agreement']:.0%} of top-1 predictions")
+        why = (f"out-of-fold: all {pooled['images']} test images of {quality['folds_run']} "
+               f"fold(s), each scored by the fold model that did not train on it (per-fold "
+               f"loss: mean {quality['int8_f1_drop_mean'] * 100:+.1f}, worst "
+               f"{quality['int8_f1_drop_max'] * 100:+.1f} points)")
         if not ok:
             images = [f["test_images"] for f in quality["per_fold"]]
-            why += (f"; test folds hold {min(images)}-{max(images)} photos, so each flipped "
-                    "prediction moves a fold's macro-F1 by several points")
-        goals.append(Goal(name, target, f"{drop * 100:+.1f} points", _status(ok), why))
+            why += (f"; {pooled['images']} photos in all ({min(images)}-{max(images)} a fold), "
+                    f"so one changed prediction is worth about {100 / pooled['images']:.0f} "
+                    "point(s) of accuracy")
+        goals.append(Goal(name, target, measured, _status(ok), why))
     return goals
 
 
@@ -132,6 +164,10 @@ def _efficiency_goal(results: dict[str, Any]) -> Goal:
                 f"{eff['peak_gflops']:.0f} GFLOP/s), {best['of_gemm']:.0%} of best GEMM "
                 f"({eff['best_gemm_gflops']:.0f} GFLOP/s)")
     why = f"best fp32 case: {best['runtime']}, batch {best['batch']}"
+    if best["of_peak"] > 1:
+        why += ("; above 100%: the CPU runs faster than the clock the OS reports (boost), so "
+                "the theoretical peak understates this machine and the best GEMM is the "
+                "tighter yardstick")
     if not ok:
         gemm_share = eff["best_gemm_gflops"] / eff["peak_gflops"]
         why += (f"; the best GEMM itself reached {gemm_share:.0%} of the peak in this run, the "
@@ -164,6 +200,9 @@ def _machine_section(r: dict[str, Any]) -> list[str]:
     flags = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in m["flags"].items())
     load = "/".join(f"{v:.2f}" for v in m["load_at_start"])
     load_end = "/".join(f"{v:.2f}" for v in m["load_at_end"])
+    best_rate = max([r["efficiency"]["best_gemm_gflops"],
+                     *(a["gflops"] for a in r["efficiency"]["achieved"])])
+    implied_ghz = best_rate / (min(m["cores"], m["threads"]) * m["fp32_flop_per_cycle"])
     return ["## Machine", "", *_table(["", ""], [
         ["CPU", m["cpu_model"]],
         ["cores available / threads used", f"{m['cores']} / {m['threads']} (torch "
@@ -172,6 +211,9 @@ def _machine_section(r: dict[str, Any]) -> list[str]:
         ["fp32 theoretical peak", f"{m['peak_gflops']:.0f} GFLOP/s = "
          f"{min(m['cores'], m['threads'])} cores x {m['clock_mhz'] / 1000:.2f} GHz x "
          f"{m['fp32_flop_per_cycle']} FLOP/cycle"],
+        *([["measured vs peak", f"the best fp32 rate measured in this run, {best_rate:.0f} "
+            f"GFLOP/s, implies a clock of at least {implied_ghz:.2f} GHz: the CPU boosts "
+            "above the clock the OS reports"]] if best_rate > m["peak_gflops"] else []),
         ["CPU flags", flags],
         ["int8 dot-product instructions", "yes" if m["int8_dot_product"] else "no"],
         ["load average (1/5/15 min)", f"start {load}, end {load_end}"],
@@ -182,9 +224,10 @@ def _machine_section(r: dict[str, Any]) -> list[str]:
 
 def _goals_section(r: dict[str, Any]) -> list[str]:
     gs = goals(r)
-    missed = [g for g in gs if g.status == "MISS"]
-    summary = (f"{sum(g.status == 'PASS' for g in gs)} passed, {len(missed)} missed, "
-               f"{sum(g.status == 'NOT MEASURED' for g in gs)} not measured.")
+    count = {status: sum(g.status == status for g in gs)
+             for status in ("PASS", "MISS", "NOISY", "NOT MEASURED")}
+    summary = (f"{count['PASS']} passed, {count['MISS']} missed, {count['NOISY']} too noisy to "
+               f"decide, {count['NOT MEASURED']} not measured.")
     return ["## Goals", "", summary, "",
             *_table(["Goal", "Target", "Measured", "Result", "Why"],
                     [[g.goal, g.target, g.measured, f"**{g.status}**", g.why] for g in gs])]
@@ -204,8 +247,10 @@ def _phone_section(r: dict[str, Any]) -> list[str]:
         ort = _latency(r, b, "ORT fp32", 1)
         int8 = _latency(r, b, "ORT int8", 1)
         eager = _latency(r, b, "torch eager", 1)
+        pooled = q["pooled"] or {}
         rows.append([
-            b, f1, _fmt(_scaled(q["int8_f1_drop_mean"], 100), "+.1f"),
+            b, f1, _fmt(_scaled(pooled.get("int8_f1_drop"), 100), "+.1f"),
+            _fmt(_scaled(pooled.get("top1_agreement"), 100), ".0f", "%"),
             _fmt(q["threshold_mean"], ".2f"), _fmt(_scaled(other, 100), ".0f", "%"),
             f"{model['fp32_bytes'] / MB:.1f}", f"{model['int8_bytes'] / MB:.1f}",
             _fmt(ort and ort["p50_ms"]), _fmt(int8 and int8["p50_ms"]),
@@ -213,14 +258,16 @@ def _phone_section(r: dict[str, Any]) -> list[str]:
             f"{r['efficiency']['gflop_per_image'][b]:.3f}"])
     return ["## Which model for the phone", "",
             f"Group {r['settings']['quality']['folds']}-fold cross-validated macro-F1 of the "
-            "training job (`fitlens.train.run`, `experiment=cv5`) on each test fold; int8 loss "
-            "= fp32 minus int8 macro-F1 of the exported files on the same images; threshold = "
+            "training job (`fitlens.train.run`, `experiment=cv5`) on each test fold (mean ± sd); "
+            "int8 loss = fp32 minus int8 macro-F1 of the exported files over all folds' test "
+            "images (out-of-fold), and how often both files predict the same class; threshold = "
             "the export stage's `choose_threshold` (target precision "
             f"{r['settings']['quality']['target_precision']}) on each fold's held-out images, "
             "since cv5 keeps no validation split; \"other\" = photos of other exercises the "
             "fp32 model still answers with confidence at that threshold (lower is better). "
             f"Latency at batch 1, {r['image_size']} px, {r['machine']['threads']} threads.", "",
-            *_table(["Backbone", "macro-F1", "int8 loss (points)", "threshold",
+            *_table(["Backbone", "macro-F1", "int8 loss (points)", "int8 = fp32 top-1",
+                     "threshold",
                      "\"other\" accepted", "fp32 MB", "int8 MB", "ORT fp32 ms", "ORT int8 ms",
                      "eager ms", "GFLOP/image"], rows)]
 
@@ -231,6 +278,12 @@ def _throughput_section(r: dict[str, Any]) -> list[str]:
              f"{min(v['images_per_s']):.1f} - {max(v['images_per_s']):.1f}",
              _fmt(_scaled(v.get("overhead_vs_bare"), 100), "+.1f", "%")]
             for v in t["variants"].values()]
+    c = r["framework_cost"]
+    real_ms = _real_epoch_ms(r)
+    cost_rows = [[t["variants"][k]["description"], f"{ms:.1f}",
+                  _fmt(c["extra_ms_per_epoch"].get(k), "+.1f"),
+                  _fmt(_scaled(c["extra_ms_per_epoch"].get(k), 100 / real_ms), "+.2f", "%")]
+                 for k, ms in c["median_epoch_ms"].items()]
     p = r["input_pipeline"]
     loader_rows = [[f"DataLoader alone, num_workers={w}", f"{v:.1f}",
                     "yes" if p["loader_is_bottleneck"][w] else "no"]
@@ -247,6 +300,14 @@ def _throughput_section(r: dict[str, Any]) -> list[str]:
             "Validation is off in all three so they do the same work.", "",
             *_table(["Loop", "images/s (median)", "per epoch (min - max)", "overhead vs bare"],
                     rows),
+            "Fixed cost: the same three loops and our classifier with the network replaced by "
+            f"global pooling, on in-memory batches of the same shape ({c['steps_per_epoch']} "
+            f"steps per epoch), median over {len(c['epoch_ms']['bare'])} epochs each. What "
+            "Lightning adds per epoch here it adds at full size too; the last column puts it "
+            f"against a real epoch ({real_ms:.0f} ms, bare loop above). The defaults' "
+            "checkpoint here is tiny; writing the real model's is not in this number.", "",
+            *_table(["Loop", "epoch ms (median)", "extra ms per epoch",
+                     "of a real epoch"], cost_rows),
             "## 2. Input pipeline", "",
             *_table(["Stage", "images/s", "slower than the model step?"], loader_rows),
             *([f"With num_workers=0 (the config default) loading takes {share:.0%} of each "
@@ -278,16 +339,19 @@ def _latency_section(r: dict[str, Any]) -> list[str]:
 
 def _efficiency_section(r: dict[str, Any]) -> list[str]:
     e = r["efficiency"]
-    gemm = [[f"{n} x {n}", f"{g:.0f}"] for n, g in r["gemm_gflops"].items()]
+    libraries = list(r["gemm_gflops"])
+    sizes = list(r["gemm_gflops"][libraries[0]])
+    gemm = [[f"{n} x {n}", *(f"{r['gemm_gflops'][lib][n]:.0f}" for lib in libraries)]
+            for n in sizes]
     rows = [[a["backbone"], a["runtime"], a["batch"], f"{a['gflop_per_image']:.3f}",
              f"{a['gflops']:.0f}", f"{a['of_peak']:.0%}", f"{a['of_gemm']:.0%}"]
             for a in e["achieved"]]
     return ["## 4. Efficiency (fp32)", "",
             f"Theoretical peak {e['peak_gflops']:.0f} GFLOP/s; best measured GEMM "
-            f"{e['best_gemm_gflops']:.0f} GFLOP/s (torch.mm, best of 5 per size). FLOPs of "
+            f"{e['best_gemm_gflops']:.0f} GFLOP/s (best of 5 per size and library). FLOPs of "
             "convolutions and matrix multiplies counted with torch.utils.flop_counter "
             "(multiply-add = 2), divided by the p50 latency.", "",
-            *_table(["GEMM", "GFLOP/s"], gemm),
+            *_table(["GEMM", *(f"{lib} GFLOP/s" for lib in libraries)], gemm),
             *_table(["Backbone", "Runtime", "batch", "GFLOP/image", "GFLOP/s", "of peak",
                      "of best GEMM"], rows)]
 

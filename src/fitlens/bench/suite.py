@@ -86,7 +86,7 @@ def make_settings(*, out: Path, conf_dir: Path, data_root: Path, other_dir: Path
             **common, quick=True, backbones=tuple(backbones or ("mobilenet_v2",)),
             overrides=(f"data.root={data_root}", "data.image_size=32", "data.batch_size=8"),
             throughput=throughput.ThroughputSettings(epochs=2, repeats=1, loader_workers=(0, 2),
-                                                     step_repeats=3),
+                                                     step_repeats=3, cost_epochs=3),
             latency=latency.LatencySettings(warmup=1, repeats={1: 5, 8: 3}),
             gemm_sizes=(128, 256))
     return BenchSettings(
@@ -151,12 +151,16 @@ def run(settings: BenchSettings, command: str = "") -> dict[str, Any]:
 
     log.info("GEMM sweep %s", settings.gemm_sizes)
     gemm = efficiency.gemm_sweep(settings.gemm_sizes, settings.threads)
+    best_gemm = max(g for by_size in gemm.values() for g in by_size.values())
 
     speed_overrides = [*settings.overrides, f"model={THROUGHPUT_BACKBONE}",
                        "model.backbone.pretrained=false"]
     log.info("training throughput: Lightning vs bare loop (%s)", THROUGHPUT_BACKBONE)
     overhead = throughput.framework_overhead(settings.conf_dir, speed_overrides,
                                              work / "throughput", settings.throughput)
+    log.info("framework cost per epoch: the same loops on in-memory batches")
+    cost = throughput.framework_cost(settings.conf_dir, speed_overrides, work / "cost",
+                                     settings.throughput)
     log.info("input pipeline: loader alone vs model step")
     pipeline = throughput.input_pipeline(settings.conf_dir, speed_overrides, work / "loader",
                                          settings.throughput)
@@ -184,16 +188,18 @@ def run(settings: BenchSettings, command: str = "") -> dict[str, Any]:
 
     results.update({
         "machine": {**host.to_dict(), "load_at_end": os.getloadavg()},
-        "gemm_gflops": {str(n): g for n, g in gemm.items()},
+        "gemm_gflops": {lib: {str(n): g for n, g in by_size.items()}
+                        for lib, by_size in gemm.items()},
         "throughput": overhead.to_dict(),
+        "framework_cost": cost.to_dict(),
         "input_pipeline": pipeline.to_dict(),
         "image_size": next(iter(speed.values())).size,
         "latency": [r.to_dict() for r in rows],
         "efficiency": {
             "gflop_per_image": {b: f / 1e9 for b, f in flops.items()},
-            "peak_gflops": host.peak_gflops, "best_gemm_gflops": max(gemm.values()),
+            "peak_gflops": host.peak_gflops, "best_gemm_gflops": best_gemm,
             "achieved": [a.to_dict() for a in efficiency.achieved(
-                rows, flops, host.peak_gflops, max(gemm.values()))]},
+                rows, flops, host.peak_gflops, best_gemm)]},
         "models": [{**models[b].to_dict(), "weights": speed[b].weights,
                     "quality": qualities[b].to_dict()} for b in settings.backbones],
         "export_cost": _export_costs(models, qualities),

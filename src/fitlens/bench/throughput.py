@@ -25,9 +25,11 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from fitlens.bench.configs import compose_config
 from fitlens.bench.timing import median, time_calls
+from fitlens.models.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone
 from fitlens.train import build
 
 #: Every image trains, nothing validates, all layers train from the first step (freezing would
@@ -57,23 +59,28 @@ class ThroughputSettings:
     repeats: int = 3
     loader_workers: tuple[int, ...] = (0, 1, 2)
     step_repeats: int = 10
+    #: Epochs per run of the fixed-cost probe (:class:`FrameworkCost`), milliseconds each.
+    cost_epochs: int = 30
 
 
-def epoch_rates(stamps: Sequence[Stamp], skip_epochs: int = 1) -> list[float]:
-    """images/s of each epoch from ``skip_epochs`` on, from its first batch to the next epoch's
-    first batch (or the closing stamp)."""
+def epochs_timed(stamps: Sequence[Stamp], skip_epochs: int = 1) -> list[tuple[int, float]]:
+    """(images, seconds) of each epoch from ``skip_epochs`` on, from its first batch to the
+    next epoch's first batch (or the closing stamp)."""
     starts: dict[int, float] = {}
     images: dict[int, int] = {}
     for epoch, t, n in stamps:
         starts.setdefault(epoch, t)
         images[epoch] = images.get(epoch, 0) + n
-    epochs = sorted(starts)
-    rates = [images[e] / (starts[after] - starts[e])
-             for e, after in itertools.pairwise(epochs) if e >= skip_epochs]
-    if not rates:
+    timed = [(images[e], starts[after] - starts[e])
+             for e, after in itertools.pairwise(sorted(starts)) if e >= skip_epochs]
+    if not timed:
         raise ValueError(f"no complete epoch after {skip_epochs} warm-up epoch(s); run more "
                          "epochs")
-    return rates
+    return timed
+
+
+def epoch_rates(stamps: Sequence[Stamp], skip_epochs: int = 1) -> list[float]:
+    return [n / seconds for n, seconds in epochs_timed(stamps, skip_epochs)]
 
 
 class BatchClock(pl.Callback):
@@ -98,17 +105,21 @@ def _optimizer_and_scheduler(model: pl.LightningModule) -> tuple[torch.optim.Opt
     return configured, None
 
 
-def lightning_stamps(cfg: DictConfig) -> list[Stamp]:
-    """Fit as ``fitlens.train.run`` does (``build`` then ``Trainer.fit``), with a clock."""
+def lightning_stamps(cfg: DictConfig, loader: DataLoader | None = None) -> list[Stamp]:
+    """Fit as ``fitlens.train.run`` does (``build`` then ``Trainer.fit``), with a clock; on
+    ``loader`` instead of the datamodule's if given."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model, trainer = build(cfg)
     clock = BatchClock()
     trainer.callbacks.append(clock)
-    trainer.fit(model, datamodule=datamodule)
+    if loader is None:
+        trainer.fit(model, datamodule=datamodule)
+    else:
+        trainer.fit(model, train_dataloaders=loader)
     return clock.stamps
 
 
-def bare_stamps(cfg: DictConfig) -> list[Stamp]:
+def bare_stamps(cfg: DictConfig, loader: DataLoader | None = None) -> list[Stamp]:
     """The same model, loader, loss and optimizer in a hand-written loop.
 
     The loss is the classifier's (class weights, label smoothing); our ``training_step`` also
@@ -116,8 +127,9 @@ def bare_stamps(cfg: DictConfig) -> list[Stamp]:
     """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule, model, _ = build(cfg)  # the trainer is built and left unused
-    datamodule.setup("fit")
-    loader = datamodule.train_dataloader()
+    if loader is None:
+        datamodule.setup("fit")
+        loader = datamodule.train_dataloader()
     optimizer, scheduler = _optimizer_and_scheduler(model)
     model.train()
     stamps: list[Stamp] = []
@@ -191,6 +203,66 @@ def framework_overhead(conf_dir: Path, overrides: Sequence[str], workdir: Path,
         image_size=int(cfg.data.image_size), batch_size=int(cfg.data.batch_size),
         train_images=train_images, epochs=settings.epochs, repeats=settings.repeats,
         images_per_s=result)
+
+
+def pooling_backbone(pretrained: bool = False, weights_path: str | None = None) -> Backbone:
+    """A backbone with next to no compute (global average pooling of the 3 channels), so that
+    only the training loop's own cost is left to time. Takes the builders' arguments, ignored."""
+    return Backbone("pooling", nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), 3,
+                    IMAGENET_MEAN, IMAGENET_STD)
+
+
+@dataclass(frozen=True)
+class FrameworkCost:
+    """What Lightning adds per epoch, timed where neither compute nor image decoding drowns it.
+
+    The same three loops run our ExerciseClassifier (metrics, logging, optimizer, callbacks)
+    with :func:`pooling_backbone` on in-memory batches of the real shape and the real number
+    of steps per epoch. An epoch then takes milliseconds, so many epochs fit in seconds and
+    their median holds still on a shared machine. The framework's work per step and per epoch
+    does not depend on the network, so ``extra_ms / real epoch time`` is the overhead at full
+    size, with a noise floor far below what timing the full model can resolve here.
+    """
+
+    steps_per_epoch: int
+    #: Milliseconds of every measured epoch per variant.
+    epoch_ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def extra_ms(self, variant: str) -> float:
+        return median(self.epoch_ms[variant]) - median(self.epoch_ms["bare"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"steps_per_epoch": self.steps_per_epoch, "epoch_ms": self.epoch_ms,
+                "median_epoch_ms": {k: median(v) for k, v in self.epoch_ms.items()},
+                "extra_ms_per_epoch": {k: self.extra_ms(k) for k in self.epoch_ms
+                                       if k != "bare"}}
+
+
+def framework_cost(conf_dir: Path, overrides: Sequence[str], workdir: Path,
+                   settings: ThroughputSettings) -> FrameworkCost:
+    """The three loops of :func:`framework_overhead` without compute (see FrameworkCost)."""
+    base = [*overrides, *COMMON, f"trainer.max_epochs={settings.cost_epochs}",
+            f"model.backbone._target_={__name__}.pooling_backbone"]
+    configs = {name: compose_config(conf_dir, "train", [*base, *extra], workdir / name)
+               for name, extra in (("bare", FRAMEWORK_ONLY), ("lightning", FRAMEWORK_ONLY),
+                                   ("lightning_defaults", DEFAULTS))}
+    cfg = configs["bare"]
+    datamodule = instantiate(cfg.data, _convert_="all")
+    datamodule.setup("fit")
+    images, size = len(datamodule.samples["train"]), int(cfg.data.image_size)
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.rand(images, 3, size, size, generator=generator),
+                         torch.randint(0, len(datamodule.classes), (images,),
+                                       generator=generator))
+    loader = DataLoader(data, batch_size=int(cfg.data.batch_size), shuffle=True)
+    runs = {"bare": bare_stamps, "lightning": lightning_stamps,
+            "lightning_defaults": lightning_stamps}
+    epoch_ms: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(settings.repeats):
+        for name, loop in runs.items():
+            epoch_ms[name] += [seconds * 1000 for _, seconds in
+                               epochs_timed(loop(configs[name], loader))]
+    return FrameworkCost(steps_per_epoch=len(loader), epoch_ms=epoch_ms)
 
 
 @dataclass(frozen=True)
