@@ -3,6 +3,7 @@
     python scripts/benchmark.py                  # full run, ~15-20 min on 2 cores
     python scripts/benchmark.py --quick          # every section on tiny sizes, < 1 min
     python scripts/benchmark.py --backbones mobilenet_v2 efficientnet_lite0 --folds 3
+    python scripts/benchmark.py --recipe none     # quality of fine-tuning instead of the probe
 
 Writes <out>/report.md and <out>/report.json (working files under <out>/work). Run it on a quiet
 machine: other processes on the same cores show up in every number.
@@ -40,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=_positive, default=None,
                         help="k of the group k-fold cross-validation (default 5)")
     parser.add_argument("--epochs", type=_positive, default=None,
-                        help="training epochs per fold (default 12, --quick 1)")
+                        help="training epochs per fold (default: the recipe's, --quick 1)")
+    parser.add_argument("--recipe", default="linear_probe",
+                        help="conf/experiment preset trained in each fold on top of cv5 "
+                             "(default linear_probe; 'none' = cv5 alone: fine-tuning)")
     parser.add_argument("--threads", type=_positive, default=None,
                         help="torch and ONNX Runtime threads (default: all available cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "benchmark")
@@ -51,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.folds == 1:
         parser.error("--folds=1: cross-validation needs k >= 2")
+    recipe = None if args.recipe == "none" else args.recipe
+    presets = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+    if recipe is not None and recipe not in presets:
+        parser.error(f"--recipe {args.recipe}: no conf/experiment/{args.recipe}.yaml; "
+                     f"expected one of {presets} or none")
 
     from rich.console import Console
     from rich.logging import RichHandler
@@ -70,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = suite.make_settings(
         out=args.out, conf_dir=ROOT / "conf", data_root=args.data_root,
         other_dir=args.other_dir if args.other_dir.is_dir() else None, quick=args.quick,
-        backbones=args.backbones, threads=args.threads, folds=args.folds, epochs=args.epochs)
+        backbones=args.backbones, threads=args.threads, folds=args.folds, epochs=args.epochs,
+        recipe=recipe)
     command = shlex.join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None
                                                               else argv)])
     results = suite.run(settings, command)

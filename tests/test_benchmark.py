@@ -58,6 +58,8 @@ def test_quick_run_reports_every_section(quick_report: tuple[dict, str]) -> None
     assert model["backbone"] == "mobilenet_v2" and model["weights"].startswith("trained")
     assert model["fp32_bytes"] > model["int8_bytes"] > 0
     (fold,) = model["quality"]["per_fold"]
+    assert results["settings"]["quality"]["recipe"] == "linear_probe"
+    assert model["quality"]["epochs"] == 1  # --quick; the recipe's own count otherwise
     assert fold["onnx_fp32_f1_macro"] is not None and fold["onnx_int8_f1_macro"] is not None
     assert results["export_cost"][0]["export_seconds"] > 0
     assert {g["status"] for g in results["goals"]} <= {"PASS", "MISS", "NOISY", "NOT MEASURED"}
@@ -72,6 +74,7 @@ def test_quick_report_markdown_has_the_tables(quick_report: tuple[dict, str]) ->
     assert "| mobilenet_v2 | ORT int8 |" in markdown
     # resnet18 was not benchmarked: its efficiency goal says so instead of passing.
     assert "NOT MEASURED" in markdown
+    assert "`experiment=[cv5,linear_probe]`, 1 epoch(s) per fold" in markdown
     assert render_markdown(results) == markdown
 
 

@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 
+from fitlens.models import backbones
+from fitlens.models.classifier import ExerciseNet
 from fitlens.train import run
 from tests.conftest import CONF, ROOT, TINY, compose_config
 
@@ -59,6 +62,25 @@ def test_fit_and_test_on_tiny_images(tiny_cfg) -> None:
     for r in rows:
         by_group.setdefault(r["group"], set()).add(r["split"])
     assert all(len(s) == 1 for s in by_group.values())
+
+
+def test_linear_probe_preset_trains_only_the_head(image_root: Path, tmp_path: Path) -> None:
+    """experiment=linear_probe: every BatchNorm statistic and weight of the backbone stays as loaded."""
+    start = backbones.mobilenet_v2(pretrained=False).features.state_dict()
+    weights = tmp_path / "start.pt"
+    torch.save(start, weights)
+    overrides = [o for o in TINY if not o.startswith("model.freeze_backbone_epochs")]
+    cfg = compose_config([*overrides, f"data.root={image_root}", "experiment=linear_probe",
+                          "trainer.max_epochs=2", f"model.backbone.weights_path={weights}",
+                          "logger=csv"], output_dir=tmp_path / "run")
+    assert cfg.model.freeze_backbone_epochs == 2
+    result = run(cfg)
+    last = Path(result.best_checkpoint).with_name("last.ckpt")
+    trained = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
+    for key, value in start.items():
+        assert torch.equal(trained[f"net.features.{key}"], value), key
+    head = ExerciseNet(backbones.mobilenet_v2(pretrained=False), len(cfg.data.classes)).head
+    assert not torch.equal(trained["net.head.1.weight"], head[1].weight)
 
 
 @pytest.mark.parametrize(("override", "message"), [

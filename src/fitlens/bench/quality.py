@@ -50,11 +50,19 @@ class QualitySettings:
     folds: int = 5
     #: Run only the first n folds (``--quick``); None runs all ``folds``.
     run_folds: int | None = None
-    epochs: int = 12
+    #: A conf/experiment preset trained on top of cv5 (the training recipe); None = cv5 alone.
+    recipe: str | None = "linear_probe"
+    #: None = the recipe's own trainer.max_epochs.
+    epochs: int | None = None
     #: The export stage's settings (conf/export.yaml), so thresholds and files match its own.
     target_precision: float = 0.95
     opset: int = 18
     parity_tol: float = 1e-4
+
+    @property
+    def experiment(self) -> str:
+        """The value of the ``experiment`` override: cv5, plus the recipe if there is one."""
+        return f"[cv5,{self.recipe}]" if self.recipe else "cv5"
 
     @property
     def fold_ids(self) -> range:
@@ -121,6 +129,8 @@ class BackboneQuality:
     folds: list[FoldResult] = field(default_factory=list)
     #: Why no fold ran (e.g. no pretrained weights on this machine).
     skipped: str | None = None
+    #: trainer.max_epochs of the folds' jobs (recipe, or --epochs).
+    epochs: int | None = None
 
     def _values(self, name: str) -> list[float]:
         values = [getattr(f, name) for f in self.folds]
@@ -157,7 +167,7 @@ class BackboneQuality:
 
     def to_dict(self) -> dict[str, Any]:
         return {"backbone": self.backbone, "skipped": self.skipped,
-                "folds_run": len(self.folds),
+                "folds_run": len(self.folds), "epochs": self.epochs,
                 "f1_macro_mean": self.mean("f1_macro"), "f1_macro_std": self.std("f1_macro"),
                 "accuracy_mean": self.mean("accuracy"),
                 "int8_f1_drop_mean": self.mean("int8_f1_drop"),
@@ -234,11 +244,13 @@ def backbone_quality(conf_dir: Path, overrides: Sequence[str], backbone: str, wo
     on this machine, since a random-init score would say nothing about the backbone."""
     quality = BackboneQuality(backbone)
     for fold in settings.fold_ids:
+        epochs = [] if settings.epochs is None else [f"trainer.max_epochs={settings.epochs}"]
         cfg = compose_config(conf_dir, "train", [
-            *overrides, "experiment=cv5", f"model={backbone}", "logger=csv",
-            f"data.folds={settings.folds}", f"data.fold={fold}",
-            f"trainer.max_epochs={settings.epochs}", "+trainer.enable_progress_bar=false",
+            *overrides, f"experiment={settings.experiment}", f"model={backbone}", "logger=csv",
+            f"data.folds={settings.folds}", f"data.fold={fold}", *epochs,
+            "+trainer.enable_progress_bar=false",
         ], workdir / backbone / f"fold{fold}")
+        quality.epochs = int(cfg.trainer.max_epochs)
         if fold == settings.fold_ids[0]:
             try:
                 instantiate(cfg.model.backbone)

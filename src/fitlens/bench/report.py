@@ -258,7 +258,8 @@ def _phone_section(r: dict[str, Any]) -> list[str]:
             f"{r['efficiency']['gflop_per_image'][b]:.3f}"])
     return ["## Which model for the phone", "",
             f"Group {r['settings']['quality']['folds']}-fold cross-validated macro-F1 of the "
-            "training job (`fitlens.train.run`, `experiment=cv5`) on each test fold (mean ± sd); "
+            f"training job (`fitlens.train.run`, `experiment={_experiment(r)}`) on each test "
+            "fold (mean ± sd); "
             "int8 loss = fp32 minus int8 macro-F1 of the exported files over all folds' test "
             "images (out-of-fold), and how often both files predict the same class; threshold = "
             "the export stage's `choose_threshold` (target precision "
@@ -368,11 +369,21 @@ def _folds_section(r: dict[str, Any]) -> list[str]:
                          _fmt(f["onnx_int8_f1_macro"], ".3f"), _fmt(f["threshold"], ".2f"),
                          other, f"{f['train_seconds']:.0f}", "; ".join(f["notes"]) or "-"])
     return ["## 5. Quality per fold", "",
-            f"{r['settings']['quality']['epochs']} epochs per fold, the last one tested "
-            "(`experiment=cv5`: every non-test group trains, no early stopping).", "",
+            f"`experiment={_experiment(r)}`, {_epochs(r)} epoch(s) per fold, the last one tested "
+            "(cv5: every non-test group trains, no early stopping).", "",
             *_table(["Backbone", "fold", "test images", "macro-F1", "accuracy", "ONNX fp32 F1",
                      "ONNX int8 F1", "threshold", "\"other\" accepted", "train s", "notes"],
                     rows)]
+
+
+def _experiment(r: dict[str, Any]) -> str:
+    recipe = r["settings"]["quality"].get("recipe")
+    return f"[cv5,{recipe}]" if recipe else "cv5"
+
+
+def _epochs(r: dict[str, Any]) -> str:
+    used = sorted({m["quality"].get("epochs") for m in r["models"]} - {None})
+    return "/".join(str(e) for e in used) or "-"
 
 
 def _export_section(r: dict[str, Any]) -> list[str]:

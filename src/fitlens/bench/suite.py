@@ -67,7 +67,8 @@ class BenchSettings:
 
 def make_settings(*, out: Path, conf_dir: Path, data_root: Path, other_dir: Path | None,
                   quick: bool, backbones: Sequence[str] | None = None, threads: int | None = None,
-                  folds: int | None = None, epochs: int | None = None) -> BenchSettings:
+                  folds: int | None = None, epochs: int | None = None,
+                  recipe: str | None = "linear_probe") -> BenchSettings:
     """Full run (~15-20 min on 2 cores) or ``quick`` (tiny images, one fold, few repeats: a
     smoke test of every section in well under a minute). Export settings (opset, parity
     tolerance, target precision) come from conf/export.yaml."""
@@ -76,7 +77,7 @@ def make_settings(*, out: Path, conf_dir: Path, data_root: Path, other_dir: Path
         raise ValueError(f"--backbones {unknown}: expected some of {list(BACKBONES)}")
     export = compose_config(conf_dir, "export").export
     quality = QualitySettings(folds=folds or 5, run_folds=1 if quick else None,
-                              epochs=epochs or (1 if quick else 12),
+                              recipe=recipe, epochs=1 if quick and epochs is None else epochs,
                               target_precision=float(export.target_precision),
                               opset=int(export.opset), parity_tol=float(export.parity_tol))
     common = dict(out=out, conf_dir=conf_dir, data_root=data_root, other_dir=other_dir,
