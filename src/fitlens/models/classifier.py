@@ -171,10 +171,12 @@ class ExerciseClassifier(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         # Pretrained features move slower than the new head (backbone_lr_scale < 1): a full
         # learning rate on them wipes out what ImageNet taught within an epoch on 60 photos.
-        groups = [{"params": list(self.net.features.parameters()),
+        # "name" makes Lightning's LearningRateMonitor log lr-<Optimizer>/backbone and /head.
+        groups = [{"name": "backbone", "params": list(self.net.features.parameters()),
                    "lr_scale": self.backbone_lr_scale},
-                  {"params": [p for n, p in self.named_parameters()
-                              if not n.startswith("net.features.")], "lr_scale": 1.0}]
+                  {"name": "head", "params": [p for n, p in self.named_parameters()
+                                              if not n.startswith("net.features.")],
+                   "lr_scale": 1.0}]
         optimizer = self.optimizer_factory(groups)
         for group in optimizer.param_groups:
             group["lr"] *= group["lr_scale"]
