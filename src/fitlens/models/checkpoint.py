@@ -11,8 +11,6 @@ only the weights and enough config to rebuild the architecture. The bundle is:
 from __future__ import annotations
 
 import json
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +37,9 @@ def safe_load(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: checkpoint file does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
-            ValueError) as exc:
+    # Damaged bytes fail in many ways inside the unpickler (UnpicklingError, EOFError,
+    # BadZipFile, IndexError, KeyError, struct.error, ...): every one is the same bad file.
+    except Exception as exc:
         raise CheckpointError(
             f"{path}: not a loadable PyTorch checkpoint (corrupt, truncated, or it holds objects "
             f"other than tensors, which are refused for safety): {exc}") from exc
