@@ -12,9 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
+from fitlens.bench.probe import linear_probe
 from fitlens.bench.quality import QualitySettings, backbone_quality
 from fitlens.bench.report import goals, render_markdown
+from fitlens.data.splits import assign_splits, collect_samples, find_images, write_split_csv
 from fitlens.models import backbones
 from tests.conftest import CONF, ROOT, config_classes, make_images
 
@@ -60,6 +64,8 @@ def test_quick_run_reports_every_section(quick_report: tuple[dict, str]) -> None
     (fold,) = model["quality"]["per_fold"]
     assert results["settings"]["quality"]["recipe"] == "linear_probe"
     assert model["quality"]["epochs"] == 1  # --quick; the recipe's own count otherwise
+    (probe_f1,) = model["probe"]["per_fold"]
+    assert 0 <= probe_f1 <= 1
     assert fold["onnx_fp32_f1_macro"] is not None and fold["onnx_int8_f1_macro"] is not None
     assert results["export_cost"][0]["export_seconds"] > 0
     assert {g["status"] for g in results["goals"]} <= {"PASS", "MISS", "NOISY", "NOT MEASURED"}
@@ -149,3 +155,32 @@ def test_quality_skips_a_backbone_whose_pretrained_weights_are_missing(
                                "resnet18", tmp_path, None, QualitySettings(epochs=1))
     assert quality.skipped == "resnet18: no ImageNet weights here"
     assert quality.folds == []
+
+
+class _Blind(nn.Module):
+    """Features that say nothing about the image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(len(x), 3)
+
+
+def _colour_backbone(features: nn.Module) -> backbones.Backbone:
+    return backbones.Backbone("colour", features, 3, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def test_linear_probe_scores_each_fold_of_the_split_files(image_root: Path,
+                                                            tmp_path: Path) -> None:
+    """The generated classes differ in colour: a probe on mean colour separates them on every
+    fold, and a probe on features that carry nothing cannot."""
+    classes = config_classes()
+    samples = collect_samples(find_images(image_root, classes), classes,
+                              r"^fedb__(?P<group>.+)__\d+$")
+    csvs = []
+    for fold in range(2):
+        csvs.append(tmp_path / f"fold{fold}.csv")
+        write_split_csv(samples, assign_splits(samples, seed=0, val_fraction=0,
+                                               test_fraction=0.2, folds=2, fold=fold), csvs[-1])
+    colour = _colour_backbone(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()))
+    assert linear_probe(colour, csvs, classes, 16).f1_macro == (1.0, 1.0)
+    blind = _colour_backbone(_Blind())
+    assert max(linear_probe(blind, csvs, classes, 16).f1_macro) < 0.5

@@ -65,7 +65,7 @@ def test_fit_and_test_on_tiny_images(tiny_cfg) -> None:
 
 
 def test_linear_probe_preset_trains_only_the_head(image_root: Path, tmp_path: Path) -> None:
-    """experiment=linear_probe: every BatchNorm statistic and weight of the backbone stays as loaded."""
+    """experiment=linear_probe: every weight and BatchNorm statistic of the backbone stays."""
     start = backbones.mobilenet_v2(pretrained=False).features.state_dict()
     weights = tmp_path / "start.pt"
     torch.save(start, weights)

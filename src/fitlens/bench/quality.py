@@ -89,6 +89,8 @@ class FoldResult:
     int8_predicted: tuple[int, ...] = ()
     #: The fold's best Lightning checkpoint (the latency section rebuilds the net from it).
     checkpoint: str | None = None
+    #: The fold's split.csv (the linear probe scores the same folds).
+    split_csv: str | None = None
     threshold: float | None = None
     other_images: int = 0
     other_accepted: int = 0
@@ -205,7 +207,8 @@ def _fold(cfg: DictConfig, backbone: str, fold: int, other_dir: Path | None,
     fold_result = FoldResult(fold=fold, f1_macro=result.test_metrics["test/f1_macro"],
                              accuracy=result.test_metrics["test/acc"],
                              train_seconds=train_seconds, labels=tuple(labels.tolist()),
-                             checkpoint=result.best_checkpoint)
+                             checkpoint=result.best_checkpoint,
+                             split_csv=str(cfg.data.split_csv))
     if result.best_checkpoint is None:
         return replace(fold_result, notes=("no checkpoint saved, nothing to export",))
     net, spec = trained_net(cfg.model, result.best_checkpoint)

@@ -248,8 +248,10 @@ def _phone_section(r: dict[str, Any]) -> list[str]:
         int8 = _latency(r, b, "ORT int8", 1)
         eager = _latency(r, b, "torch eager", 1)
         pooled = q["pooled"] or {}
+        probe = model.get("probe")
         rows.append([
-            b, f1, _fmt(_scaled(pooled.get("int8_f1_drop"), 100), "+.1f"),
+            b, f1, _fmt(probe and probe["mean"], ".3f"),
+            _fmt(_scaled(pooled.get("int8_f1_drop"), 100), "+.1f"),
             _fmt(_scaled(pooled.get("top1_agreement"), 100), ".0f", "%"),
             _fmt(q["threshold_mean"], ".2f"), _fmt(_scaled(other, 100), ".0f", "%"),
             f"{model['fp32_bytes'] / MB:.1f}", f"{model['int8_bytes'] / MB:.1f}",
@@ -259,7 +261,9 @@ def _phone_section(r: dict[str, Any]) -> list[str]:
     return ["## Which model for the phone", "",
             f"Group {r['settings']['quality']['folds']}-fold cross-validated macro-F1 of the "
             f"training job (`fitlens.train.run`, `experiment={_experiment(r)}`) on each test "
-            "fold (mean ± sd); "
+            "fold (mean ± sd); probe = the same folds scored by a logistic regression on the "
+            "frozen pretrained features (`fitlens.bench.probe`): what the features allow "
+            "without any training job; "
             "int8 loss = fp32 minus int8 macro-F1 of the exported files over all folds' test "
             "images (out-of-fold), and how often both files predict the same class; threshold = "
             "the export stage's `choose_threshold` (target precision "
@@ -267,7 +271,8 @@ def _phone_section(r: dict[str, Any]) -> list[str]:
             "since cv5 keeps no validation split; \"other\" = photos of other exercises the "
             "fp32 model still answers with confidence at that threshold (lower is better). "
             f"Latency at batch 1, {r['image_size']} px, {r['machine']['threads']} threads.", "",
-            *_table(["Backbone", "macro-F1", "int8 loss (points)", "int8 = fp32 top-1",
+            *_table(["Backbone", "macro-F1", "probe macro-F1", "int8 loss (points)",
+                     "int8 = fp32 top-1",
                      "threshold",
                      "\"other\" accepted", "fp32 MB", "int8 MB", "ORT fp32 ms", "ORT int8 ms",
                      "eager ms", "GFLOP/image"], rows)]

@@ -24,6 +24,7 @@ from hydra.utils import instantiate
 from fitlens.bench import efficiency, latency, machine, throughput
 from fitlens.bench.configs import compose_config
 from fitlens.bench.exported import ExportedModel, export_variants
+from fitlens.bench.probe import ProbeResult, linear_probe
 from fitlens.bench.quality import BackboneQuality, QualitySettings, backbone_quality, trained_net
 from fitlens.bench.timing import median
 from fitlens.models.checkpoint import build_net
@@ -94,6 +95,14 @@ def make_settings(*, out: Path, conf_dir: Path, data_root: Path, other_dir: Path
         **common, quick=False, backbones=tuple(backbones or BACKBONES),
         overrides=(f"data.root={data_root}",), throughput=throughput.ThroughputSettings(),
         latency=latency.LatencySettings(), gemm_sizes=(256, 512, 1024, 2048))
+
+
+def _probe(settings: BenchSettings, backbone: str, quality: BackboneQuality) -> ProbeResult:
+    """The linear probe of ``backbone``'s pretrained features on the quality section's folds."""
+    cfg = compose_config(settings.conf_dir, "train", [*settings.overrides, f"model={backbone}"])
+    return linear_probe(instantiate(cfg.model.backbone),
+                        [Path(f.split_csv) for f in quality.folds if f.split_csv],
+                        list(cfg.data.classes), int(cfg.data.image_size))
 
 
 @dataclass(frozen=True)
@@ -167,12 +176,16 @@ def run(settings: BenchSettings, command: str = "") -> dict[str, Any]:
                                          settings.throughput)
 
     qualities: dict[str, BackboneQuality] = {}
+    probes: dict[str, ProbeResult] = {}
     for backbone in settings.backbones:
         qualities[backbone] = backbone_quality(
             settings.conf_dir, settings.overrides, backbone, work / "quality",
             settings.other_dir, settings.quality)
         if qualities[backbone].skipped:
             log.warning("quality: %s skipped: %s", backbone, qualities[backbone].skipped)
+        elif qualities[backbone].folds:
+            log.info("linear probe: %s", backbone)
+            probes[backbone] = _probe(settings, backbone, qualities[backbone])
 
     rows: list[latency.LatencyRow] = []
     flops: dict[str, int] = {}
@@ -202,7 +215,9 @@ def run(settings: BenchSettings, command: str = "") -> dict[str, Any]:
             "achieved": [a.to_dict() for a in efficiency.achieved(
                 rows, flops, host.peak_gflops, best_gemm)]},
         "models": [{**models[b].to_dict(), "weights": speed[b].weights,
-                    "quality": qualities[b].to_dict()} for b in settings.backbones],
+                    "quality": qualities[b].to_dict(),
+                    "probe": probes[b].to_dict() if b in probes else None}
+                   for b in settings.backbones],
         "export_cost": _export_costs(models, qualities),
         "seconds_total": time.perf_counter() - started,
     })
