@@ -35,10 +35,10 @@ def safe_load(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
     # Damaged bytes fail in many ways inside the unpickler (UnpicklingError, EOFError,
     # BadZipFile, IndexError, KeyError, struct.error, ...): every one is the same bad file.
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(
             f"{path}: not a loadable PyTorch checkpoint (corrupt, truncated, or it holds objects "
