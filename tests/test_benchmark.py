@@ -184,3 +184,12 @@ def test_linear_probe_scores_each_fold_of_the_split_files(image_root: Path,
     assert linear_probe(colour, csvs, classes, 16).f1_macro == (1.0, 1.0)
     blind = _colour_backbone(_Blind())
     assert max(linear_probe(blind, csvs, classes, 16).f1_macro) < 0.5
+
+
+def test_unknown_recipe_is_a_clear_error() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--recipe",
+                           "linear_prob"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 2
+    assert "--recipe linear_prob: no conf/experiment/linear_prob.yaml" in done.stderr
+    assert "'linear_probe'" in done.stderr
