@@ -23,6 +23,7 @@ from fitlens.bench.quality import macro_f1
 from fitlens.data.images import preprocess
 from fitlens.data.splits import Sample, read_split_csv
 from fitlens.models.backbones import Backbone
+from fitlens.models.classifier import ExerciseNet
 
 #: Inverse L2 strength on standardised features. On the shared photos any value in 0.01-1 moved
 #: the mean by at most 0.04; a fixed value keeps the probe free of tuning on the test folds.
@@ -43,15 +44,13 @@ class ProbeResult:
 
 @torch.no_grad()
 def pooled_features(backbone: Backbone, paths: Sequence[Path], size: int) -> np.ndarray:
-    """``[N, 2, D]``: the pooled features of each photo and of its mirror image."""
-    net = backbone.features.eval()
-    mean = torch.tensor(backbone.mean).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.std).view(1, 3, 1, 1)
+    """``[N, 2, D]``: the pooled features of each photo and of its mirror image, normalised by
+    the model itself (:meth:`ExerciseNet.embed`), as in training and export."""
+    net = ExerciseNet(backbone, num_classes=1).eval()
     rows = []
     for path in paths:
         x = torch.from_numpy(preprocess(path, size))
-        x = torch.cat([x, x.flip(-1)])
-        rows.append(net((x - mean) / std).numpy())
+        rows.append(net.embed(torch.cat([x, x.flip(-1)])).numpy())
     return np.stack(rows)
 
 

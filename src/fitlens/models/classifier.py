@@ -37,8 +37,12 @@ class ExerciseNet(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features,
                                                                  num_classes))
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled features of contract input (normalisation included)."""
+        return self.features((x - self.mean) / self.std)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features((x - self.mean) / self.std))
+        return self.head(self.embed(x))
 
 
 def _metrics(num_classes: int, prefix: str) -> MetricCollection:
