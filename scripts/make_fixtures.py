@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
                            data_root=None if args.tensors_only else args.data)
     for entry in index["fixtures"]:
         size_kb = (args.out / entry["file"]).stat().st_size / 1024
-        print(f"{entry['file']:<20} {size_kb:5.1f} KB  -> {entry['tensor_file']}")
+        tensors = ", ".join(t["file"] for t in entry["tensors"].values())
+        print(f"{entry['file']:<20} {size_kb:5.1f} KB  -> {tensors}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ TINY = [
     "trainer.max_epochs=1",
     "+trainer.enable_progress_bar=false",
     "model.freeze_backbone_epochs=0",
+    "data.reject_root=null",
 ]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fitlens.data.images import load_rgb, resize_for_model, to_chw_float
+from fitlens.data.images import fit_to_input, load_rgb, to_chw_float
 from fitlens.export.fixtures import load_tensor, read_index
 
 FIXTURES = Path(__file__).resolve().parents[1] / "flutter_app" / "test" / "fixtures"
@@ -195,5 +195,5 @@ def test_port_reproduces_committed_fixture_tensors(entry: dict) -> None:
     rgb = np.asarray(load_rgb(FIXTURES / entry["file"]))
     tensor = to_chw_float_like_dart(resize_bilinear_like_pillow(rgb, size, size))[None]
     assert np.array_equal(tensor, load_tensor(FIXTURES, entry))
-    reference = to_chw_float(resize_for_model(load_rgb(FIXTURES / entry["file"]), size))[None]
+    reference = to_chw_float(fit_to_input(load_rgb(FIXTURES / entry["file"]), size))[None]
     assert np.array_equal(tensor, reference)

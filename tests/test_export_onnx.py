@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from fitlens.contract import InputSpec
+from fitlens.data.datamodule import spec_of
 from fitlens.data.images import preprocess
 from fitlens.data.splits import Sample
 from fitlens.export import onnx as onnx_export
@@ -77,7 +78,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     if key not in _BUILT:
         base = tmp_path_factory.mktemp("tiny_model")
         images = make_images(base / "photos", config_classes())
-        cfg = compose_config([*TINY_RESNET, f"data.root={images}", "model.dropout=0"],
+        cfg = compose_config([*TINY_RESNET, f"data.root={images}", "model.net.dropout=0"],
                              output_dir=base / "run")
         datamodule = instantiate(cfg.data, split_csv=str(base / "split.csv"), _convert_="all")
         datamodule.setup()
@@ -88,7 +89,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
         torch.set_num_threads(1)  # deterministic, and no thread oversubscription on 2 cores
         try:
             torch.manual_seed(0)
-            net, spec = build_net(cfg.model)
+            net, spec = build_net(cfg.model, spec_of(cfg.data))
             _train(net, x, y)
         finally:
             torch.set_num_threads(threads)
@@ -104,7 +105,7 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model = tiny_model(tmp_path_factory)
         net, spec, _ = load_bundle(model.bundle)
         path = tmp_path_factory.mktemp("tiny_onnx") / "fitness_resnet18.onnx"
-        export_onnx(net, path, size=spec.size, opset=18, parity_samples=model.samples["test"],
+        export_onnx(net, path, resize=spec.resize, opset=18, parity_samples=model.samples["test"],
                     tolerance=1e-4)
         _BUILT[key] = path
     return _BUILT[key]  # type: ignore[return-value]
@@ -128,10 +129,10 @@ def fixture_photos() -> list[Sample]:
 def test_real_size_export_is_one_file_the_app_can_load(tmp_path: Path) -> None:
     # The default architecture at the app's size (and the exporter's fastest: a few seconds).
     cfg = compose_config(["model=resnet18", "model.backbone.pretrained=false"])
-    net, spec = build_net(cfg.model)
+    net, spec = build_net(cfg.model, spec_of(cfg.data))
     out = tmp_path / "assets" / "fitness_resnet18.onnx"
 
-    parity = export_onnx(net, out, size=spec.size, opset=18, parity_samples=fixture_photos(),
+    parity = export_onnx(net, out, resize=spec.resize, opset=18, parity_samples=fixture_photos(),
                          tolerance=1e-4)
 
     assert parity.ok and parity.images == len(FIXTURES)
@@ -151,14 +152,14 @@ def test_real_size_export_is_one_file_the_app_can_load(tmp_path: Path) -> None:
     for batch in (1, 3):
         x = np.random.default_rng(batch).random((batch, 3, 224, 224), dtype=np.float32)
         logits, probs = session.run(None, {"input": x})
-        assert logits.shape == probs.shape == (batch, spec.num_classes)
+        assert logits.shape == probs.shape == (batch, spec.num_outputs)
         softmax = np.exp(logits - logits.max(1, keepdims=True))
         np.testing.assert_allclose(probs, softmax / softmax.sum(1, keepdims=True), atol=1e-6)
 
 
 def test_parity_holds_for_the_app_preprocessing(tiny: TinyModel, tiny_file: Path) -> None:
     net, spec, _ = load_bundle(tiny.bundle)
-    result = check_parity(tiny_file, net, tiny.samples["test"], spec.size, tolerance=1e-4)
+    result = check_parity(tiny_file, net, tiny.samples["test"], spec.resize, tolerance=1e-4)
     assert result.ok and result.max_abs_diff <= 1e-4 and not result.argmax_mismatches
 
 
@@ -178,7 +179,7 @@ def test_parity_catches_a_preprocessing_mismatch(tiny: TinyModel, tiny_file: Pat
                                                  app_preprocess) -> None:
     net, spec, _ = load_bundle(tiny.bundle)
     with pytest.raises(ParityError, match=r"max \|dprobability\| = .*parity_tol=0.0001") as info:
-        check_parity(tiny_file, net, tiny.samples["test"], spec.size, tolerance=1e-4,
+        check_parity(tiny_file, net, tiny.samples["test"], spec.resize, tolerance=1e-4,
                      app_preprocess=app_preprocess)
     assert info.value.result.max_abs_diff > 1e-4
     assert str(tiny_file) in str(info.value)
@@ -189,11 +190,12 @@ def test_a_graph_that_disagrees_with_the_network_is_not_written(
     # The exporter returns the trained graph, but the network it is compared with is untrained:
     # parity must fail, and the file already in place must survive untouched.
     monkeypatch.setattr(onnx_export, "_to_onnx", lambda *_: onnx.load(str(tiny_file)))
-    other, spec = build_net(compose_config(TINY_RESNET).model)
+    untrained = compose_config(TINY_RESNET)
+    other, spec = build_net(untrained.model, spec_of(untrained.data))
     dest = tmp_path / "fitness_resnet18.onnx"
     dest.write_bytes(b"previous export")
     with pytest.raises(ParityError):
-        export_onnx(other, dest, size=spec.size, opset=18,
+        export_onnx(other, dest, resize=spec.resize, opset=18,
                     parity_samples=tiny.samples["test"], tolerance=1e-4)
     assert dest.read_bytes() == b"previous export"
     assert [p.name for p in tmp_path.iterdir()] == [dest.name]
@@ -210,9 +212,9 @@ def test_a_model_too_new_for_the_app_is_refused(tiny: TinyModel, tiny_file: Path
     monkeypatch.setattr(onnx_export, "_to_onnx", newer)
     net, spec, _ = load_bundle(tiny.bundle)
     with pytest.raises(ExportError, match=f"IR version {APP_MAX_IR_VERSION + 1}"):
-        export_onnx(net, tmp_path / "m.onnx", size=spec.size, opset=18,
+        export_onnx(net, tmp_path / "m.onnx", resize=spec.resize, opset=18,
                     parity_samples=tiny.samples["test"], tolerance=1e-4)
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="export.opset=20"):
-        export_onnx(net, tmp_path / "m.onnx", size=spec.size, opset=20,
+        export_onnx(net, tmp_path / "m.onnx", resize=spec.resize, opset=20,
                     parity_samples=tiny.samples["test"], tolerance=1e-4)

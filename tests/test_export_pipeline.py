@@ -21,8 +21,10 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+from fitlens.contract import Resize
+from fitlens.data.images import preprocess
 from fitlens.export import pipeline
-from fitlens.export.fixtures import FIXTURES, load_tensor, read_index, write_fixtures
+from fitlens.export.fixtures import FIXTURES, read_index, write_fixtures
 from fitlens.export.metadata import read_metadata, sha256_file, validate_metadata
 from fitlens.export.onnx import ParityResult, image_probabilities, onnx_outputs, session_for
 from fitlens.export.pipeline import (
@@ -32,7 +34,7 @@ from fitlens.export.pipeline import (
     run,
 )
 from fitlens.export.quantize import QuantizationRefused
-from fitlens.export.threshold import choose_threshold
+from fitlens.export.threshold import ThresholdSettings, choose_threshold
 from fitlens.predict import Predictor
 from fitlens.tracking.registry import (
     BUNDLE_ARTIFACT,
@@ -113,9 +115,8 @@ def shared_export(tmp_path_factory: pytest.TempPathFactory) -> SharedExport:
             [sys.executable, str(ROOT / "scripts" / "export.py"), f"logger.tracking_uri={uri}",
              f"export.out_dir={base / 'assets'}", f"export.fixtures_dir={fixtures}",
              f"export.other_dir={other_photos(base / 'other')}", "export.quantize=int8",
-             # 12 test images: one flipped image is 8 points, so the gate is tested elsewhere;
-             # the tiny int8 model cannot be relied on to reach 95% validation precision.
-             "export.max_drop=0.5", f"export.target_precision={TARGET_PRECISION}",
+             # 12 test images: one flipped image is 8 points, so the gate is tested elsewhere.
+             "export.max_drop=0.5", f"threshold.target_precision={TARGET_PRECISION}",
              f"hydra.run.dir={base / 'job'}"],
             capture_output=True, text=True, check=False, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -146,7 +147,8 @@ def test_export_writes_the_app_assets_and_nothing_else(export: SharedExport) -> 
     assert sorted(p.name for p in export.out_dir.iterdir()) == [
         "expected_probabilities.json", "fitness_resnet18.onnx",
         "fitness_resnet18_int8.onnx", "model_meta.json"]
-    for line in ("fitlens export", "parity", "threshold", "int8", "other exercises"):
+    for line in ("fitlens export", "parity", "threshold", "held out", "int8",
+                 "other exercises answered"):
         assert line in export.stdout
 
 
@@ -162,17 +164,26 @@ def test_metadata_describes_the_model(export: SharedExport, meta: dict) -> None:
                               "run_id": export.run_id}
     metrics = meta["metrics"]
     assert metrics["test/acc"] == RUN_TEST_ACC and "val/acc" not in metrics
-    assert metrics["export/other_accepted_fraction"] <= 1.0
-    # The threshold is the one the validation split gives the exported file.
+    assert 0 <= metrics["export/other_accepted_at_threshold"] <= 1.0
+    # The threshold is the one the validation split (plus export.other_dir: this model has no
+    # reject class) gives the exported file.
+    session = session_for(export.out_dir / meta["model_file"])
     val = export.model.samples["val"]
-    probs, _ = image_probabilities(session_for(export.out_dir / meta["model_file"]),
-                                   [s.path for s in val], 32)
-    choice = choose_threshold(probs, np.array([s.label for s in val]), TARGET_PRECISION, "val")
+    probs, _ = image_probabilities(session, [s.path for s in val], Resize(32))
+    other, _ = image_probabilities(session, sorted((export.out_dir.parent / "other").glob(
+        "other_*.jpg")), Resize(32))
+    choice = choose_threshold(np.concatenate([probs, other]),
+                              np.array([s.label for s in val] + [6] * len(other)), 6,
+                              ThresholdSettings(TARGET_PRECISION), "val")
     assert meta["threshold"] == choice.threshold
-    assert metrics["export/val_precision_at_threshold"] == choice.precision >= TARGET_PRECISION
+    point = meta["operating_point"]
+    assert point["met"] == choice.met and point["target_precision"] == TARGET_PRECISION
+    assert point["chosen_on"]["precision_lower"] == choice.point.precision_lower
+    assert point["chosen_on"]["other"] == 5 and "validation split" in point["chosen_on"]["photos"]
+    assert point["held_out"]["photos"] == "test split"
     test = export.model.samples["test"]
-    test_probs, _ = image_probabilities(session_for(export.out_dir / meta["model_file"]),
-                                        [s.path for s in test], 32)
+    test_probs, _ = image_probabilities(session, [s.path for s in test], Resize(32))
+    assert point["held_out"]["known"] == len(test)
     assert metrics["export/test_acc"] == np.mean(test_probs.argmax(1) ==
                                                  [s.label for s in test])
 
@@ -193,12 +204,13 @@ def test_expected_probabilities_are_the_models_outputs_on_the_fixtures(
         export: SharedExport, meta: dict) -> None:
     expected = json.loads((export.out_dir / "expected_probabilities.json").read_text())
     assert expected["model_sha256"] == meta["sha256"]
-    assert expected["model_file"] == meta["model_file"] and expected["size"] == 32
+    assert expected["model_file"] == meta["model_file"] and expected["resize"]["size"] == 32
     index = {e["file"]: e for e in read_index(export.fixtures_dir)["fixtures"]}
     assert [f["file"] for f in expected["fixtures"]] == list(index)
     session = session_for(export.out_dir / meta["model_file"])
+    resize = validate_metadata(meta, "meta").resize
     for entry in expected["fixtures"]:
-        _, probs = onnx_outputs(session, load_tensor(export.fixtures_dir, index[entry["file"]]))
+        _, probs = onnx_outputs(session, preprocess(export.fixtures_dir / entry["file"], resize))
         np.testing.assert_allclose(entry["probabilities"], probs[0], atol=1e-7)
 
 
@@ -237,10 +249,10 @@ def test_a_refused_int8_leaves_the_previous_export_in_place(
         return ParityResult(images=1, tolerance=1e-4, max_abs_diff=0.0, max_logit_diff=0.0)
 
     def calibrated_on_black(fp32_path: Path, dest: Path, calibration: list[Path],
-                            size: int) -> Path:
+                            resize: Resize) -> Path:
         black = tmp_path / "black.png"
-        Image.new("RGB", (size, size)).save(black)
-        return real_quantize(fp32_path, dest, [black], size)
+        Image.new("RGB", (resize.size, resize.size)).save(black)
+        return real_quantize(fp32_path, dest, [black], resize)
 
     real_quantize = pipeline.quantize_int8
     monkeypatch.setattr(pipeline, "export_onnx", exported)
@@ -249,7 +261,7 @@ def test_a_refused_int8_leaves_the_previous_export_in_place(
     out.mkdir()
     (out / "model_meta.json").write_text("previous")
     settings = ExportSettings(out_dir=out, fixtures_dir=fixtures_at(tmp_path / "fx", 32),
-                              quantize="int8")
+                              quantize="int8", threshold=ThresholdSettings(0.5))
 
     with pytest.raises(QuantizationRefused, match="export.max_drop=0.01"):
         export_bundle(model.bundle, model.split_csv, settings)
@@ -263,13 +275,15 @@ def test_split_photos_are_found_under_data_root_after_a_move(
     photos = model.samples["train"][0].path.parents[1]
     moved = tmp_path / "split.csv"
     moved.write_text(model.split_csv.read_text().replace(str(photos), "/gone/photos"))
+    nowhere = ExportSettings(out_dir=tmp_path, fixtures_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="not found.*export.data_root=None"):
-        load_split(moved, config_classes(), None)
-    splits = load_split(moved, config_classes(), photos)
+        load_split(moved, model.spec, nowhere)
+    settings = ExportSettings(out_dir=tmp_path, fixtures_dir=tmp_path, data_root=photos)
+    splits = load_split(moved, model.spec, settings)
     assert {k: len(v) for k, v in splits.items()} == {k: len(v)
                                                       for k, v in model.samples.items()}
     with pytest.raises(FileNotFoundError, match="export.split_file"):
-        load_split(None, config_classes(), photos)
+        load_split(None, model.spec, settings)
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [

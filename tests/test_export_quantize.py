@@ -41,12 +41,12 @@ def fp32(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def int8(tiny: TinyModel, fp32: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("int8") / "fitness_resnet18_int8.onnx"
-    return quantize_int8(fp32, dest, [s.path for s in tiny.samples["train"]], tiny.spec.size)
+    return quantize_int8(fp32, dest, [s.path for s in tiny.samples["train"]], tiny.spec.resize)
 
 
 def _test_scores(model: Path, tiny: TinyModel) -> Scores:
     test = tiny.samples["test"]
-    probs, _ = image_probabilities(session_for(model), [s.path for s in test], tiny.spec.size)
+    probs, _ = image_probabilities(session_for(model), [s.path for s in test], tiny.spec.resize)
     return scores(probs, np.array([s.label for s in test]))
 
 
@@ -105,7 +105,7 @@ def test_bad_calibration_is_caught_by_the_gate(tiny: TinyModel, fp32: Path,
     # Calibrated on black frames, activation ranges are far too narrow for real photos.
     black = tmp_path / "black.png"
     Image.new("RGB", (32, 32)).save(black)
-    bad = quantize_int8(fp32, tmp_path / "bad_int8.onnx", [black] * 4, tiny.spec.size)
+    bad = quantize_int8(fp32, tmp_path / "bad_int8.onnx", [black] * 4, tiny.spec.resize)
     with pytest.raises(QuantizationRefused, match=r"int8 (accuracy|macro-F1) drops by"):
         check_drop(_test_scores(fp32, tiny), _test_scores(bad, tiny), 0.01, bad.name)
 
@@ -118,7 +118,7 @@ def test_calibration_needs_images(fp32: Path, tmp_path: Path) -> None:
 
 def test_calibration_reader_feeds_single_preprocessed_images(tiny: TinyModel) -> None:
     paths = [s.path for s in tiny.samples["train"][:3]]
-    reader = ImageCalibrationReader(paths, tiny.spec.size)
+    reader = ImageCalibrationReader(paths, tiny.spec.resize)
     first = [reader.get_next() for _ in range(4)]
     assert first[3] is None
     assert all(set(b) == {"input"} and b["input"].shape == (1, 3, 32, 32)

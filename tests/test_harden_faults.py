@@ -4,6 +4,7 @@ test_tracking_sweep.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -19,6 +20,7 @@ import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from fitlens.data.datamodule import spec_of
 from fitlens.export.metadata import MetadataError, read_metadata, sha256_file, write_metadata
 from fitlens.models.checkpoint import CheckpointError, load_bundle, safe_load
 from fitlens.predict import Predictor
@@ -187,7 +189,9 @@ def test_a_damaged_checkpoint_is_a_clear_error(tmp_path: Path, kind: str, tiny_c
 def test_a_damaged_bundle_names_its_weights_file(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    OmegaConf.save(compose_config(TINY).model, bundle / "model.yaml", resolve=True)
+    cfg = compose_config(TINY)
+    OmegaConf.save(cfg.model, bundle / "model.yaml", resolve=True)
+    (bundle / "contract.json").write_text(json.dumps(spec_of(cfg.data).to_dict()))
     _damaged(bundle, "truncated")
     with pytest.raises(CheckpointError, match="model_state.pt"):
         load_bundle(bundle)

@@ -12,6 +12,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from fitlens.data.datamodule import spec_of
 from fitlens.models import backbones
 from fitlens.models.classifier import ExerciseNet
 from fitlens.train import run
@@ -36,8 +37,11 @@ def test_every_config_option_composes(group: str, option: str, tmp_path: Path) -
 def test_model_and_optimizer_instantiate(model: str, optimizer: str, tmp_path: Path) -> None:
     cfg = compose_config([f"model={model}", f"optimizer={optimizer}",
                           "model.backbone.pretrained=false"], output_dir=tmp_path)
-    module = instantiate(cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler)
+    spec = spec_of(cfg.data)
+    module = instantiate(cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
+                         _partial_=True)(spec=spec)
     assert module.spec.classes == tuple(cfg.data.classes)
+    assert module.spec.output_classes == (*cfg.data.classes, "none")
     opt = module.configure_optimizers()["optimizer"]
     assert type(opt).__name__ == cfg.optimizer._target_.rsplit(".", 1)[1]
 

@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
+from fitlens.contract import Answer, Decision, decide
 from fitlens.data.images import IMAGE_SUFFIXES, ImageLoadError, preprocess
 from fitlens.export.metadata import (
     MetadataError,
@@ -35,14 +36,21 @@ ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.Inval
 @dataclass(frozen=True)
 class Prediction:
     path: Path
-    #: (class, probability), most probable first.
+    #: Known classes with their probabilities, most probable first (top-k).
     top: tuple[tuple[str, float], ...]
+    decision: Decision
     threshold: float
+    #: The reject output's probability (None for a model without one).
+    reject_probability: float | None = None
+
+    @property
+    def answer(self) -> Answer:
+        return self.decision.answer
 
     @property
     def confident(self) -> bool:
-        """The app's rule: an answer only at or above the threshold, otherwise "not sure"."""
-        return self.top[0][1] >= self.threshold
+        """The contract's rule gave an exercise (not "not sure", not "not one I know")."""
+        return self.answer is Answer.EXERCISE
 
     @property
     def label(self) -> str | None:
@@ -76,12 +84,7 @@ class Predictor:
                 raise MetadataError(f"{meta_path}: no variant {variant!r}; it has "
                                     f"{sorted(variants) or 'none'} (export with "
                                     "export.quantize=int8 for an int8 variant)")
-            entry = variants[variant]
-            missing = [k for k in ("model_file", "sha256", "threshold")
-                       if not isinstance(entry, dict) or k not in entry]
-            if missing:
-                raise MetadataError(f"{meta_path}: variants.{variant} lacks {missing}; expected "
-                                    "model_file, sha256 and threshold as the export writes them")
+            entry = variants[variant]  # validated: a plain file name, a hash, a threshold
         self.variant = variant
         self.model_path = self.model_dir / entry["model_file"]
         self.sha256 = entry["sha256"]
@@ -102,15 +105,52 @@ class Predictor:
             raise MetadataError(f"{self.model_path}: onnxruntime cannot load this model ({exc}); "
                                 "expected the ONNX file the export wrote, re-run "
                                 "python scripts/export.py") from exc
+        self._check_graph(meta_path)
+
+    def _check_graph(self, meta_path: Path) -> None:
+        """The graph must take and give what the metadata says: a model from one export and
+        metadata from another would otherwise give confident wrong answers."""
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        size, width = self.spec.size, self.spec.num_outputs
+        shape = inputs.get(self.input_name)
+        if shape is None or len(shape) != 4 or shape[1:] != [3, size, size]:
+            raise MetadataError(
+                f"{self.model_path}: inputs {inputs}; {meta_path} says input "
+                f"{self.input_name!r} of shape [batch, 3, {size}, {size}]")
+        out = outputs.get(self.output_name)
+        if out is None or len(out) != 2 or (isinstance(out[1], int) and out[1] != width):
+            raise MetadataError(
+                f"{self.model_path}: outputs {outputs}; {meta_path} says output "
+                f"{self.output_name!r} of shape [batch, {width}] for classes "
+                f"{list(self.spec.output_classes)}")
+        # Probabilities must be probabilities: a graph whose "probabilities" are logits would
+        # show "38.4%" and "-72.4%" and break the threshold. (An int8 softmax sums to 1 only
+        # within its quantisation step.)
+        probe = np.full(self.spec.input_shape, 0.5, dtype=np.float32)
+        (probs,) = self.session.run([self.output_name], {self.input_name: probe})
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.shape != (1, width) or probs.min() < -1e-6 or abs(probs.sum() - 1) > 0.02:
+            raise MetadataError(
+                f"{self.model_path}: output {self.output_name!r} gives {probs.shape} values "
+                f"summing to {probs.sum():.4g} (min {probs.min():.4g}) on a grey image; "
+                f"expected {width} probabilities summing to 1 "
+                f"(classes {list(self.spec.output_classes)})")
 
     def predict_file(self, path: str | Path, top_k: int = 3) -> Prediction:
         """Classify one file; raises :class:`ImageLoadError` if it is not a usable image."""
-        x = preprocess(path, self.spec.size)
+        x = preprocess(path, self.spec.resize)
         (probs,) = self.session.run([self.output_name], {self.input_name: x})
-        probs = np.asarray(probs, dtype=np.float64)[0]
-        order = np.argsort(-probs, kind="stable")[:max(1, top_k)]
+        return self.prediction(path, np.asarray(probs, dtype=np.float64)[0], top_k)
+
+    def prediction(self, path: str | Path, probs: np.ndarray, top_k: int = 3) -> Prediction:
+        """The contract's decision for one photo's probabilities."""
+        known = self.spec.num_classes
+        order = np.argsort(-probs[:known], kind="stable")[:max(1, top_k)]
         return Prediction(Path(path), tuple((self.spec.classes[i], float(probs[i]))
-                                            for i in order), self.threshold)
+                                            for i in order),
+                          decide(probs, self.threshold, known), self.threshold,
+                          float(probs[known]) if self.spec.reject_class else None)
 
     def predict_paths(self, paths: Sequence[str | Path], top_k: int = 3) -> PredictResult:
         """Classify files and the images in directories; unusable files are skipped with the
@@ -145,21 +185,31 @@ def to_json(result: PredictResult, predictor: Predictor) -> dict[str, Any]:
                   "variant": predictor.variant, "registered_model": source.get("registered_model"),
                   "version": source.get("version")},
         "threshold": predictor.threshold,
-        "predictions": [{"file": str(p.path), "label": p.label, "confident": p.confident,
+        "reject_class": predictor.spec.reject_class,
+        "predictions": [{"file": str(p.path), "answer": p.answer.value, "label": p.label,
+                         "confident": p.confident, "reject_probability": p.reject_probability,
                          "top": [{"class": c, "probability": prob} for c, prob in p.top]}
                         for p in result.predictions],
         "skipped": [{"file": str(s.path), "reason": s.reason} for s in result.skipped],
     }
 
 
+def verdict(p: Prediction) -> str:
+    """The answer in words, as the app says it."""
+    if p.answer is Answer.EXERCISE:
+        return p.top[0][0]
+    if p.answer is Answer.UNKNOWN:
+        return (f"not one of the exercises I know ({p.decision.probability:.1%} none of them; "
+                f"best guess {p.top[0][0]})")
+    return f"not sure (best {p.top[0][1]:.1%} < threshold {p.threshold:.1%})"
+
+
 def format_text(result: PredictResult) -> str:
-    """One line per image: the answer (or "not sure") and the top-k with confidences."""
+    """One line per image: the answer and the top-k known classes with confidences."""
     lines = []
     for p in result.predictions:
         ranked = ", ".join(f"{c} {prob:.1%}" for c, prob in p.top)
-        verdict = p.label if p.confident else (f"not sure (best {p.top[0][1]:.1%} < "
-                                               f"threshold {p.threshold:.1%})")
-        lines.append(f"{p.path}: {verdict}  [{ranked}]")
+        lines.append(f"{p.path}: {verdict(p)}  [{ranked}]")
     lines.extend(f"{s.path}: skipped, {s.reason}" for s in result.skipped)
     if not result.predictions and not result.skipped:
         lines.append("no images found")

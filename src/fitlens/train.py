@@ -1,17 +1,28 @@
-"""The training job: config in, trained and tested classifier out."""
+"""The training job: config in, trained and tested classifier out.
+
+``cv.folds=k`` (``experiment=cv5``) makes it a cross-validation job instead: k group folds, then
+a refit on every photo (:mod:`fitlens.crossval`).
+"""
 
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from fitlens import crossval
 from fitlens.config import validate_config
+from fitlens.data.datamodule import ExerciseDataModule
+from fitlens.export.threshold import ThresholdSettings
 from fitlens.models.checkpoint import safe_load
+from fitlens.models.classifier import ExerciseClassifier
 from fitlens.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
@@ -26,19 +37,32 @@ class TrainResult:
     output_dir: str
     val_metrics: dict[str, float] = field(default_factory=dict)
     test_metrics: dict[str, float] = field(default_factory=dict)
+    #: A cross-validation job's ``oof/*`` metrics (and the threshold they give).
+    oof_metrics: dict[str, float] = field(default_factory=dict)
     #: The MLflow run and registered model version (None without tracking: logger=csv).
     mlflow_run_id: str | None = None
     model_version: str | None = None
+
+
+@dataclass
+class FittedJob:
+    """One fit (a fold, a refit or a plain run) with the objects that made it."""
+
+    result: TrainResult
+    module: ExerciseClassifier
+    datamodule: ExerciseDataModule
 
 
 def _scalars(metrics: dict) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, pl.Trainer]:
+def build(cfg: DictConfig) -> tuple[ExerciseDataModule, ExerciseClassifier, pl.Trainer]:
     """Instantiate datamodule, model, callbacks, loggers and trainer from the config."""
     datamodule = instantiate(cfg.data, _convert_="all")
-    model = instantiate(cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler)
+    # The contract (classes, reject class, size, resize) is the data's; the model is built for it.
+    model = instantiate(cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
+                        _partial_=True)(spec=datamodule.spec)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     # The logger group holds Lightning loggers (entries with a _target_) and, for MLflow, the
     # tracking settings (tracking_uri, ...), which fitlens.tracking reads.
@@ -49,23 +73,37 @@ def build(cfg: DictConfig) -> tuple[pl.LightningDataModule, pl.LightningModule, 
 
 
 def run(cfg: DictConfig) -> TrainResult:
-    """Seed, fit, then test the best checkpoint; tracked in MLflow if ``logger.tracking_uri``."""
+    """Seed, fit, then test the best checkpoint; tracked in MLflow if ``logger.tracking_uri``.
+
+    With ``cv.folds`` set: :func:`cross_validate`.
+    """
     validate_config(cfg)
+    if cfg.get("cv") and cfg.cv.get("folds"):
+        return cross_validate(cfg)
     # A checkpoint to resume is read first: a corrupt one (say, cut short by kill -9) fails now,
     # naming the file, and its MLflow run id lets the resumed job continue that run.
     resume = safe_load(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     # Connects (or fails) before anything is trained.
     tracker = Tracker.from_config(cfg)
+    return fit_job(cfg, tracker, resume=resume if isinstance(resume, dict) else None).result
+
+
+def fit_job(cfg: DictConfig, tracker: Tracker | None, *, resume: dict[str, Any] | None = None,
+            parent_run_id: str | None = None, run_name: str | None = None,
+            log_model: bool = True, register: bool | None = None) -> FittedJob:
+    """One tracked fit (and test): a plain run, a fold or a refit."""
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     if tracker is None:
-        return _fit_and_test(cfg, datamodule, model, trainer)
-    with tracker.run(trainer, datamodule, resume if isinstance(resume, dict) else None) as tracked:
+        return FittedJob(_fit_and_test(cfg, datamodule, model, trainer), model, datamodule)
+    with tracker.run(trainer, datamodule, resume, parent_run_id=parent_run_id,
+                     run_name=run_name) as tracked:
         result = _fit_and_test(cfg, datamodule, model, trainer)
         result.mlflow_run_id = tracked.run_id
-        result.model_version = tracked.log_result(model, datamodule, result.best_checkpoint,
-                                                  result.val_metrics)
-    return result
+        result.model_version = tracked.log_result(
+            model, datamodule, result.best_checkpoint, result.val_metrics, log_model=log_model,
+            register=register)
+    return FittedJob(result, model, datamodule)
 
 
 def _fit_and_test(cfg: DictConfig, datamodule: pl.LightningDataModule,
@@ -87,3 +125,56 @@ def _fit_and_test(cfg: DictConfig, datamodule: pl.LightningDataModule,
     return TrainResult(metric=metric, best_checkpoint=best,
                        output_dir=str(Path(cfg.paths.output_dir)), val_metrics=val,
                        test_metrics=test)
+
+
+def cross_validate(cfg: DictConfig) -> TrainResult:
+    """k group folds (each photo predicted once, by a model that never saw its variant), then a
+    refit on every photo with the same recipe; only the refit is registered, carrying the
+    out-of-fold metrics, predictions and threshold (see :mod:`fitlens.crossval`)."""
+    if cfg.get("ckpt_path"):
+        raise ValueError("ckpt_path: resuming is for a single run; a cross-validation job "
+                         "(cv.folds) starts its folds afresh")
+    folds = int(cfg.cv.folds)
+    if folds < 2:
+        raise ValueError(f"cv.folds={folds}: expected null or an integer >= 2")
+    tracker = Tracker.from_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    with tracker.parent_run(f"cv{folds}") if tracker else nullcontext() as parent_id:
+        oof = crossval.OutOfFold.empty()
+        spec = None
+        for fold in range(folds):
+            job = fit_job(crossval.fold_config(cfg, fold), tracker, parent_run_id=parent_id,
+                          run_name=f"fold {fold}", log_model=False, register=False)
+            outputs = job.module.test_outputs
+            samples = job.datamodule.samples["test"]
+            if [s.label for s in samples] != outputs["labels"].tolist():
+                raise RuntimeError("test predictions are not in file order (distributed "
+                                   "test?); cross-validation needs them per photo")
+            oof.extend([str(s.path) for s in samples], [s.class_name for s in samples],
+                       [s.group for s in samples], fold, outputs["probs"].numpy().astype(
+                           np.float64), outputs["labels"].numpy())
+            spec = job.module.spec
+            log.info("fold %d/%d: test %s", fold + 1, folds,
+                     {k: round(v, 3) for k, v in job.result.test_metrics.items()
+                      if k in ("test/f1_macro", "test/acc", "test/reject_auroc")})
+        metrics = crossval.oof_metrics(oof, spec, int(cfg.seed))
+        choice = crossval.oof_threshold(oof, spec, ThresholdSettings.from_config(cfg.threshold))
+        metrics.update({"oof/threshold": choice.threshold,
+                        "oof/precision_at_threshold": choice.point.precision,
+                        "oof/precision_lower_at_threshold": choice.point.precision_lower,
+                        "oof/coverage_at_threshold": choice.point.coverage})
+        if choice.point.other_accepted_fraction is not None:
+            metrics["oof/other_accepted_at_threshold"] = choice.point.other_accepted_fraction
+        metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}
+        oof_csv = crossval.write_oof_csv(oof, spec.output_classes, out_dir / crossval.OOF_FILE)
+        refit = fit_job(crossval.fold_config(cfg, None), tracker, parent_run_id=parent_id,
+                        run_name="refit", log_model=True, register=None)
+        if tracker is not None and parent_id is not None:
+            tracker.log_cross_validation(parent_id, refit.result.mlflow_run_id, metrics, oof_csv,
+                                         crossval.confusion_matrix(oof, spec), spec)
+    optimized = cfg.get("optimized_metric")
+    result = refit.result
+    result.oof_metrics = metrics
+    result.metric = metrics.get(optimized) if optimized else None
+    result.output_dir = str(out_dir)
+    return result

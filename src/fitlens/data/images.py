@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fitlens.contract import Resize
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 #: Decompression-bomb guard: a 50 MP phone photo passes, a crafted 1 GP image does not.
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -83,9 +85,23 @@ def load_rgb(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
         raise ImageLoadError(path, f"corrupt or truncated image ({exc})") from exc
 
 
-def resize_for_model(img: Image.Image, size: int) -> Image.Image:
-    """The contract's resize: straight to size x size, bilinear (antialiased), no crop."""
-    return img.resize((size, size), Image.BILINEAR)
+def fit_to_input(img: Image.Image, resize: Resize | int) -> Image.Image:
+    """The contract's geometry: reduce a very large photo by a whole factor (box filter), then
+    stretch or letterbox it to ``size x size`` with PIL's antialiased bilinear filter.
+
+    An ``int`` is a schema-1 model's input size: stretch, no reduce step.
+    """
+    if isinstance(resize, int):
+        resize = Resize(resize, max_side=None)
+    factor = resize.reduce_factor(*img.size)
+    if factor > 1:
+        img = img.reduce(factor)
+    if resize.mode == "stretch":
+        return img.resize((resize.size, resize.size), Image.BILINEAR)
+    left, top, w, h = resize.placement(*img.size)
+    canvas = Image.new("RGB", (resize.size, resize.size), resize.fill)
+    canvas.paste(img.resize((w, h), Image.BILINEAR), (left, top))
+    return canvas
 
 
 def to_chw_float(img: Image.Image) -> np.ndarray:
@@ -94,7 +110,7 @@ def to_chw_float(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)
 
 
-def preprocess(path: str | Path, size: int,
+def preprocess(path: str | Path, resize: Resize | int,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """File -> the model input ``[1, 3, size, size]`` float32, exactly as the app computes it."""
-    return to_chw_float(resize_for_model(load_rgb(path, max_pixels), size))[None]
+    return to_chw_float(fit_to_input(load_rgb(path, max_pixels), resize))[None]

@@ -65,6 +65,26 @@ def find_images(root: str | Path, classes: Sequence[str],
     return found
 
 
+def find_reject_images(root: str | Path,
+                       suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """Every image under ``root`` (sub-folders included): photos of exercises that are none of
+    the classes, the reject output's training data."""
+    root = Path(root)
+    off = "set data.reject_root=null to train without a reject class"
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"data.reject_root={root}: folder does not exist; expected photos of other exercises "
+            f"(bash scripts/setup.sh links ./data/other to ../shared/data/other), or {off}")
+    wanted = {s.lower() for s in suffixes}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in wanted
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    if not files:
+        raise FileNotFoundError(
+            f"data.reject_root={root}: no images; expected files ending in {', '.join(suffixes)} "
+            f"(photos of exercises that are none of the classes), or {off}")
+    return files
+
+
 def group_of(path: Path, pattern: str | None) -> str:
     """The group key of a file: the regex's ``group`` (or first) capture over the file stem.
 

@@ -1,12 +1,13 @@
 """Golden preprocessing fixtures for the app, independent of any trained model.
 
 Each fixture is a small image that exercises one decoding path (plain JPEG, EXIF-rotated JPEG,
-alpha, palette, palette with per-entry transparency, greyscale) plus the exact float32 tensor
-:func:`fitlens.data.images.preprocess` makes of it. The Flutter app's Dart preprocessing must
-reproduce those tensors (``flutter_app/test/preprocess_test.dart``); a Python test recomputes them,
-so a change to the Python preprocessing shows up as a fixture diff, not as a silent app mismatch.
-:func:`expected_probabilities` adds a given model's outputs on the same tensors, which the app's
-model test compares against.
+alpha, palette, palette with per-entry transparency, greyscale) plus the exact float32 tensors
+:func:`fitlens.data.images.preprocess` makes of it, one per resize mode (stretch, letterbox).
+The Flutter app's Dart preprocessing must reproduce those tensors
+(``flutter_app/test/preprocess_test.dart``); a Python test recomputes them, so a change to the
+Python preprocessing shows up as a fixture diff, not as a silent app mismatch.
+:func:`expected_probabilities` adds a given model's outputs on the fixture images, which the
+app's model test compares against.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image, ImageOps
 
-from fitlens.contract import RESIZE_RULE, InputSpec
+from fitlens.contract import InputSpec, Resize
 from fitlens.data.images import preprocess
 from fitlens.export.metadata import (
     FIXED_INPUT,
@@ -34,6 +35,9 @@ from fitlens.export.metadata import (
 INDEX_FILE = "fixtures.json"
 SAMPLE_META_FILE = "model_meta.sample.json"
 FIXTURE_SIZE = 224
+#: Small enough that the photo and the wide greyscale fixture take the reduce step.
+FIXTURE_MAX_SIDE = 300
+FIXTURE_FILL = (114, 114, 114)
 #: Dart's JPEG decoder (package:image) rounds its IDCT/colour conversion differently from
 #: libjpeg-turbo; PNG decoding is lossless, so only float rounding is allowed there.
 JPEG_TOLERANCE = 2 / 255
@@ -143,32 +147,37 @@ def write_images(out_dir: Path, data_root: Path) -> None:
             make(out_dir / name)
 
 
-def _tensor_file(name: str) -> str:
-    return f"{Path(name).stem}.input.f32"
+def _tensor_file(name: str, mode: str) -> str:
+    return f"{Path(name).stem}.{mode}.f32"
 
 
 def build_index(fixtures_dir: Path, size: int = FIXTURE_SIZE) -> dict[str, Any]:
-    """Write each image's ``.input.f32`` tensor; return the index (``fixtures.json``) of them."""
+    """Write each image's tensor for every resize mode; return the index (``fixtures.json``)."""
+    resizes = fixture_resizes(size)
     entries = []
     for name, (notes, _) in FIXTURES.items():
         image = fixtures_dir / name
-        tensor = preprocess(image, size).astype("<f4")
-        (fixtures_dir / _tensor_file(name)).write_bytes(tensor.tobytes())
+        tensors = {}
+        for mode, resize in resizes.items():
+            tensor = preprocess(image, resize).astype("<f4")
+            (fixtures_dir / _tensor_file(name, mode)).write_bytes(tensor.tobytes())
+            tensors[mode] = {"file": _tensor_file(name, mode),
+                             "sha256": sha256_file(fixtures_dir / _tensor_file(name, mode))}
         is_jpeg = image.suffix.lower() in (".jpg", ".jpeg")
         entries.append({
             "file": name,
-            "tensor_file": _tensor_file(name),
-            "shape": list(tensor.shape),
+            "tensors": tensors,
+            "shape": [1, 3, size, size],
             "dtype": "float32",
             "sha256": sha256_file(image),
-            "tensor_sha256": sha256_file(fixtures_dir / _tensor_file(name)),
             "max_abs_diff": JPEG_TOLERANCE if is_jpeg else PNG_TOLERANCE,
             "notes": notes,
         })
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "size": size,
-        "resize": RESIZE_RULE,
+        "resize": {mode: {"mode": r.mode, "fill": list(r.fill), "max_side": r.max_side}
+                   for mode, r in resizes.items()},
         "layout": FIXED_INPUT["layout"],
         "color": FIXED_INPUT["color"],
         "scale": FIXED_INPUT["scale"],
@@ -178,14 +187,23 @@ def build_index(fixtures_dir: Path, size: int = FIXTURE_SIZE) -> dict[str, Any]:
     }
 
 
+def fixture_resizes(size: int = FIXTURE_SIZE) -> dict[str, Resize]:
+    """Both resize modes, with a small ``max_side`` so the reduce step runs on the larger
+    fixtures and a grey fill so a letterbox that ignores the fill value shows."""
+    return {"stretch": Resize(size, "stretch", max_side=FIXTURE_MAX_SIDE),
+            "letterbox": Resize(size, "letterbox", fill=FIXTURE_FILL, max_side=FIXTURE_MAX_SIDE)}
+
+
 def sample_metadata(classes: Sequence[str], size: int = FIXTURE_SIZE) -> dict[str, Any]:
-    """A model_meta.json as the exporter writes it, for a placeholder model: the app's tests
-    parse it, so they break when the Python schema changes and the Dart parser does not."""
+    """A model_meta.json as the exporter writes it, for a placeholder pose model with a reject
+    class: the app's tests parse it, so they break when the Python schema changes and the Dart
+    parser does not."""
+    spec = InputSpec(classes=tuple(classes), size=size, resize_mode="letterbox",
+                     reject_class="none")
     return build_metadata(
-        InputSpec(classes=tuple(classes), size=size), model_file="fitness_resnet18.onnx",
-        model_name="resnet18", sha256="0" * 64, opset=18, threshold=0.6,
-        registered_model="exercise-classifier", version="1", run_id=None, metrics={},
-        exported_at="2000-01-01T00:00:00Z")
+        spec, model_file="fitness_pose_fusion.onnx", model_name="pose_fusion", sha256="0" * 64,
+        opset=18, threshold=0.6, registered_model="exercise-classifier", version="1",
+        run_id=None, metrics={}, pose_outputs=True, exported_at="2000-01-01T00:00:00Z")
 
 
 def write_fixtures(out_dir: Path, classes: Sequence[str], *, data_root: Path | None = None,
@@ -211,16 +229,18 @@ def read_index(fixtures_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_tensor(fixtures_dir: Path, entry: dict[str, Any]) -> np.ndarray:
-    data = (fixtures_dir / entry["tensor_file"]).read_bytes()
+def load_tensor(fixtures_dir: Path, entry: dict[str, Any], mode: str) -> np.ndarray:
+    data = (fixtures_dir / entry["tensors"][mode]["file"]).read_bytes()
     return np.frombuffer(data, dtype="<f4").reshape(entry["shape"]).astype(np.float32)
 
 
-def expected_probabilities(onnx_path: str | Path, fixtures_dir: str | Path) -> dict[str, Any]:
-    """The model's ``probabilities`` on every fixture tensor, for the app's model test.
+def expected_probabilities(onnx_path: str | Path, fixtures_dir: str | Path,
+                           resize: Resize) -> dict[str, Any]:
+    """The model's ``probabilities`` on every fixture image through the model's own
+    preprocessing (``resize``), for the app's model test.
 
-    Runs on the stored tensors (not the images), so the app compares ONNX Runtime against ONNX
-    Runtime, independent of its JPEG decoder.
+    The app compares on the PNG fixtures, whose decoding is lossless: same pixels, same tensor,
+    so ONNX Runtime against ONNX Runtime up to kernel rounding.
     """
     onnx_path, fixtures_dir = Path(onnx_path), Path(fixtures_dir)
     index = read_index(fixtures_dir)
@@ -231,22 +251,23 @@ def expected_probabilities(onnx_path: str | Path, fixtures_dir: str | Path) -> d
         raise ValueError(f"{onnx_path}: inputs {list(inputs)}, outputs {outputs}; expected an "
                          f"input {INPUT_NAME!r} and an output {PROBABILITIES_NAME!r}")
     spatial = inputs[INPUT_NAME].shape[2:]
-    if any(isinstance(d, int) and d != index["size"] for d in spatial):
-        raise ValueError(f"{onnx_path}: input is {inputs[INPUT_NAME].shape}, fixtures are "
-                         f"{index['size']}x{index['size']}; regenerate them with "
-                         "python scripts/make_fixtures.py --tensors-only --size N")
+    if any(isinstance(d, int) and d != resize.size for d in spatial):
+        raise ValueError(f"{onnx_path}: input is {inputs[INPUT_NAME].shape}, the contract says "
+                         f"{resize.size}x{resize.size}")
     results = []
     for entry in index["fixtures"]:
-        (probs,) = session.run([PROBABILITIES_NAME], {INPUT_NAME: load_tensor(fixtures_dir, entry)})
-        results.append({"file": entry["file"], "tensor_file": entry["tensor_file"],
+        x = preprocess(fixtures_dir / entry["file"], resize)
+        (probs,) = session.run([PROBABILITIES_NAME], {INPUT_NAME: x})
+        results.append({"file": entry["file"],
                         "probabilities": [float(p) for p in np.asarray(probs)[0]]})
     return {
-        "schema_version": 1,
+        "schema_version": 2,
         "model_file": onnx_path.name,
         "model_sha256": sha256_file(onnx_path),
         "input": INPUT_NAME,
         "output": PROBABILITIES_NAME,
-        "size": index["size"],
+        "resize": {"size": resize.size, "mode": resize.mode, "fill": list(resize.fill),
+                   "max_side": resize.max_side},
         "atol": PROBABILITY_ATOL,
         "fixtures": results,
     }

@@ -17,13 +17,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fitlens.contract import RESIZE_RULE, InputSpec
+from fitlens.contract import DECISION_RULE, RESIZE_MODES, RESIZE_RULE, InputSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema versions a consumer still reads: 1 = stretch, no reject class (older exports).
+READABLE_SCHEMAS = (1, 2)
 #: ONNX tensor names; the exporter names the graph's input and outputs with these.
 INPUT_NAME = "input"
 LOGITS_NAME = "logits"
 PROBABILITIES_NAME = "probabilities"
+#: Pose models also output, per photo, the 33 body landmarks (x, y in input pixels, visibility
+#: 0..1) and the person box the crop came from (x0, y0, x1, y1 in input pixels): for pictures.
+KEYPOINTS_NAME = "keypoints"
+PERSON_BOX_NAME = "person_box"
 
 #: The app's onnxruntime package (1.4.x) bundles ONNX Runtime 1.15.1, which loads ONNX IR
 #: version <= 9 and opset <= 19: an export meant for the app must stay within these.
@@ -39,12 +45,25 @@ FIXED_INPUT: dict[str, str] = {
     "alpha": "composited over white",
     "exif_orientation": "applied",
     "normalization": "inside_model",
-    "resize": RESIZE_RULE,
 }
-REQUIRED_KEYS = ("schema_version", "model_file", "sha256", "classes", "threshold", "input",
-                 "outputs")
-REQUIRED_INPUT_KEYS = ("name", "shape", "size", "mean", "std", *FIXED_INPUT)
+#: ``input.resize.<key>`` values every consumer implements (schema 2).
+FIXED_RESIZE: dict[str, str] = {
+    "filter": "PIL bilinear, antialiased (Image.resize with Image.BILINEAR)",
+    "reduce": "when the long side > max_side: PIL Image.reduce(ceil(long side / max_side)) "
+              "first",
+    "letterbox": "long side -> size, short side -> (side * size + long // 2) // long, centred "
+                 "at ((size - w) // 2, (size - h) // 2), the rest fill",
+}
+REQUIRED_KEYS = ("schema_version", "model_file", "sha256", "classes", "reject_class",
+                 "decision_rule", "threshold", "input", "outputs")
+REQUIRED_INPUT_KEYS = ("name", "shape", "size", "mean", "std", "resize", *FIXED_INPUT)
+REQUIRED_RESIZE_KEYS = ("mode", "fill", "max_side", *FIXED_RESIZE)
 REQUIRED_OUTPUT_KEYS = ("logits", "probabilities")
+OPTIONAL_OUTPUT_KEYS = ("keypoints", "person_box")
+#: Schema 1, still read: no reject class or rule, resize as one string.
+V1_REQUIRED_KEYS = ("schema_version", "model_file", "sha256", "classes", "threshold", "input",
+                    "outputs")
+V1_REQUIRED_INPUT_KEYS = ("name", "shape", "size", "mean", "std", "resize", *FIXED_INPUT)
 
 _MODEL_FILE = re.compile(r"[A-Za-z0-9._-]+\.onnx")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -59,12 +78,19 @@ class MetadataError(ValueError):
 def build_metadata(spec: InputSpec, *, model_file: str, model_name: str, sha256: str, opset: int,
                    threshold: float, registered_model: str | None, version: str | None,
                    run_id: str | None, metrics: dict[str, float],
-                   variants: dict[str, dict] | None = None,
+                   variants: dict[str, dict] | None = None, pose_outputs: bool = False,
+                   operating_point: dict[str, Any] | None = None,
                    exported_at: str | None = None) -> dict[str, Any]:
     """The metadata dict for an exported model, validated before it is returned.
 
-    ``exported_at`` defaults to now (UTC); pass a fixed value for reproducible files.
+    ``pose_outputs``: the graph also outputs ``keypoints`` and ``person_box``.
+    ``operating_point``: how the threshold was chosen and what it does (precision, its lower
+    bound, coverage, on which photos). ``exported_at`` defaults to now (UTC); pass a fixed value
+    for reproducible files.
     """
+    outputs = {"logits": LOGITS_NAME, "probabilities": PROBABILITIES_NAME}
+    if pose_outputs:
+        outputs.update(keypoints=KEYPOINTS_NAME, person_box=PERSON_BOX_NAME)
     meta: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "model_file": model_file,
@@ -80,16 +106,20 @@ def build_metadata(spec: InputSpec, *, model_file: str, model_name: str, sha256:
             "color": spec.color,
             "scale": spec.scale,
             "size": spec.size,
-            "resize": spec.resize,
+            "resize": {"mode": spec.resize_mode, "fill": list(spec.fill),
+                       "max_side": spec.max_side, **FIXED_RESIZE},
             "alpha": FIXED_INPUT["alpha"],
             "exif_orientation": FIXED_INPUT["exif_orientation"],
             "normalization": FIXED_INPUT["normalization"],
             "mean": list(spec.mean),
             "std": list(spec.std),
         },
-        "outputs": {"logits": LOGITS_NAME, "probabilities": PROBABILITIES_NAME},
+        "outputs": outputs,
         "classes": list(spec.classes),
+        "reject_class": spec.reject_class,
+        "decision_rule": DECISION_RULE,
         "threshold": float(threshold),
+        "operating_point": dict(operating_point or {}),
         "source": {"registered_model": registered_model, "version": version, "run_id": run_id},
         "metrics": {str(k): float(v) for k, v in metrics.items()},
         "variants": dict(variants or {}),
@@ -131,7 +161,8 @@ def _nonempty_str(value: Any) -> bool:
 
 
 def validate_metadata(meta: dict, source: str) -> InputSpec:
-    """Check ``meta`` against the schema and return its :class:`InputSpec`.
+    """Check ``meta`` against the schema (version 2, or 1 for older exports) and return its
+    :class:`InputSpec`.
 
     Raises :class:`MetadataError` (a ``ValueError``) naming ``source``, the field, its value and
     what was expected. ``model_meta.dart`` runs these checks in this order.
@@ -142,17 +173,26 @@ def validate_metadata(meta: dict, source: str) -> InputSpec:
 
     if not isinstance(meta, dict):
         raise MetadataError(f"{source}: top level is a JSON {_kind(meta)}; expected an object")
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    for section, keys in (("input", REQUIRED_INPUT_KEYS), ("outputs", REQUIRED_OUTPUT_KEYS)):
+    if "schema_version" not in meta:
+        raise MetadataError(f"{source}: missing schema_version; {_SCHEMA_HINT}")
+    version = meta["schema_version"]
+    if not (_is_int(version) and version in READABLE_SCHEMAS):
+        raise fail("schema_version", version,
+                   f"one of {list(READABLE_SCHEMAS)} (re-export the model or update the "
+                   "consumer)")
+    v1 = version == 1
+    missing = [k for k in (V1_REQUIRED_KEYS if v1 else REQUIRED_KEYS) if k not in meta]
+    for section, keys in (("input", V1_REQUIRED_INPUT_KEYS if v1 else REQUIRED_INPUT_KEYS),
+                          ("outputs", REQUIRED_OUTPUT_KEYS)):
         if isinstance(meta.get(section), dict):
             missing += [f"{section}.{k}" for k in keys if k not in meta[section]]
+    if not v1 and isinstance(meta.get("input"), dict) \
+            and isinstance(meta["input"].get("resize"), dict):
+        missing += [f"input.resize.{k}" for k in REQUIRED_RESIZE_KEYS
+                    if k not in meta["input"]["resize"]]
     if missing:
         raise MetadataError(f"{source}: missing {', '.join(missing)}; {_SCHEMA_HINT}")
 
-    version = meta["schema_version"]
-    if not (_is_int(version) and version == SCHEMA_VERSION):
-        raise fail("schema_version", version,
-                   f"{SCHEMA_VERSION} (re-export the model or update the consumer)")
     for section in ("input", "outputs"):
         if not isinstance(meta[section], dict):
             raise fail(section, meta[section], "an object")
@@ -168,13 +208,20 @@ def validate_metadata(meta: dict, source: str) -> InputSpec:
     if not (isinstance(classes, list) and len(classes) >= 2
             and all(_nonempty_str(c) for c in classes) and len(set(classes)) == len(classes)):
         raise fail("classes", classes, "a list of at least two unique, non-empty class names")
+    reject = None if v1 else meta["reject_class"]
+    if reject is not None and not (_nonempty_str(reject) and reject not in classes):
+        raise fail("reject_class", reject, "null or a non-empty name that is not in classes")
+    if not v1 and meta["decision_rule"] != DECISION_RULE:
+        raise fail("decision_rule", meta["decision_rule"],
+                   f"{_js(DECISION_RULE)} (the only rule consumers implement)")
     threshold = meta["threshold"]
     if not (_is_number(threshold) and 0.0 <= threshold <= 1.0):
         raise fail("threshold", threshold, "a number in [0, 1]")
 
     if not _nonempty_str(inp["name"]):
         raise fail("input.name", inp["name"], "a non-empty string (the ONNX input name)")
-    for key, expected in FIXED_INPUT.items():
+    fixed = {**FIXED_INPUT, "resize": RESIZE_RULE} if v1 else FIXED_INPUT
+    for key, expected in fixed.items():
         if inp[key] != expected:
             raise fail(f"input.{key}", inp[key], f"{_js(expected)} (the only value consumers "
                        "implement)")
@@ -190,13 +237,50 @@ def validate_metadata(meta: dict, source: str) -> InputSpec:
                 and (key == "mean" or all(v > 0 for v in values))):
             raise fail(f"input.{key}", values,
                        "three numbers" + (" > 0" if key == "std" else ""))
-    for key in REQUIRED_OUTPUT_KEYS:
-        if not _nonempty_str(outputs[key]):
+    resize = {"mode": "stretch", "fill": [0, 0, 0], "max_side": None} if v1 else inp["resize"]
+    if not v1:
+        if not isinstance(resize, dict):
+            raise fail("input.resize", resize, "an object")
+        if resize["mode"] not in RESIZE_MODES:
+            raise fail("input.resize.mode", resize["mode"],
+                       " or ".join(_js(m) for m in RESIZE_MODES))
+        fill = resize["fill"]
+        if not (isinstance(fill, list) and len(fill) == 3
+                and all(_is_int(v) and 0 <= v <= 255 for v in fill)):
+            raise fail("input.resize.fill", fill, "three integers in 0..255")
+        if not (_is_int(resize["max_side"]) and resize["max_side"] >= size):
+            raise fail("input.resize.max_side", resize["max_side"],
+                       f"an integer >= input.size={size}")
+        for key, expected in FIXED_RESIZE.items():
+            if resize[key] != expected:
+                raise fail(f"input.resize.{key}", resize[key],
+                           f"{_js(expected)} (the only value consumers implement)")
+    for key in REQUIRED_OUTPUT_KEYS + OPTIONAL_OUTPUT_KEYS:
+        if (key in REQUIRED_OUTPUT_KEYS or key in outputs) and not _nonempty_str(outputs[key]):
             raise fail(f"outputs.{key}", outputs[key], "a non-empty string (an ONNX output name)")
+    variants = meta.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise fail("variants", variants, "an object of variant name -> file, sha256, threshold")
+    for name, entry in variants.items():
+        where = f"variants.{name}"
+        if not isinstance(entry, dict):
+            raise fail(where, entry, "an object with model_file, sha256 and threshold")
+        for key in ("model_file", "sha256", "threshold"):
+            if key not in entry:
+                raise MetadataError(f"{source}: missing {where}.{key}; {_SCHEMA_HINT}")
+        file = entry["model_file"]
+        if not (isinstance(file, str) and _MODEL_FILE.fullmatch(file)):
+            raise fail(f"{where}.model_file", file,
+                       "a plain file name ending in .onnx, next to model_meta.json")
+        if not (isinstance(entry["sha256"], str) and _SHA256.fullmatch(entry["sha256"])):
+            raise fail(f"{where}.sha256", entry["sha256"], "64 lowercase hex characters")
+        if not (_is_number(entry["threshold"]) and 0.0 <= entry["threshold"] <= 1.0):
+            raise fail(f"{where}.threshold", entry["threshold"], "a number in [0, 1]")
 
     return InputSpec(classes=tuple(classes), size=size, mean=tuple(inp["mean"]),
                      std=tuple(inp["std"]), layout=inp["layout"], color=inp["color"],
-                     scale=inp["scale"], resize=inp["resize"])
+                     scale=inp["scale"], resize_mode=resize["mode"], fill=tuple(resize["fill"]),
+                     max_side=resize["max_side"], reject_class=reject)
 
 
 def sha256_file(path: str | Path) -> str:

@@ -25,6 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from fitlens.contract import Resize
 from fitlens.data.datamodule import ImageDataset
 from fitlens.data.images import ImageLoadError, preprocess
 from fitlens.data.splits import Sample
@@ -39,7 +40,7 @@ from fitlens.export.metadata import (
 #: Images per onnxruntime/PyTorch call: bounds memory at 224 px without a per-image call.
 BATCH = 16
 
-Preprocess = Callable[[Path, int], np.ndarray]
+Preprocess = Callable[[Path, Resize], np.ndarray]
 
 
 class ExportError(RuntimeError):
@@ -135,7 +136,7 @@ def check_loadable(path: Path, size: int) -> None:
                           f"and outputs {expected_outputs}")
 
 
-def export_onnx(net: nn.Module, dest: str | Path, *, size: int, opset: int,
+def export_onnx(net: nn.Module, dest: str | Path, *, resize: Resize, opset: int,
                 parity_samples: Sequence[Sample], tolerance: float) -> ParityResult:
     """Export ``net`` (contract input, logits out) to ``dest``, all or nothing.
 
@@ -148,6 +149,7 @@ def export_onnx(net: nn.Module, dest: str | Path, *, size: int, opset: int,
         raise ValueError(f"export.opset={opset}: the app's ONNX Runtime loads opset <= "
                          f"{APP_MAX_OPSET}")
     net = net.eval()
+    size = resize.size
     model = _to_onnx(net, size, opset)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
@@ -156,7 +158,7 @@ def export_onnx(net: nn.Module, dest: str | Path, *, size: int, opset: int,
     try:
         onnx.save_model(model, str(tmp), save_as_external_data=False)
         check_loadable(tmp, size)
-        result = check_parity(tmp, net, parity_samples, size, tolerance=tolerance)
+        result = check_parity(tmp, net, parity_samples, resize, tolerance=tolerance)
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; this is a shared build output
         os.replace(tmp, dest)
     except BaseException:
@@ -181,7 +183,8 @@ def onnx_outputs(session: ort.InferenceSession, batch: np.ndarray) -> tuple[np.n
     return np.concatenate(logits), np.concatenate(probs)
 
 
-def image_probabilities(session: ort.InferenceSession, images: Sequence[Path], size: int, *,
+def image_probabilities(session: ort.InferenceSession, images: Sequence[Path],
+                        resize: Resize | int, *,
                         skip_unreadable: bool = False) -> tuple[np.ndarray, list[ImageLoadError]]:
     """``[N, C]`` probabilities for image files through the app's preprocessing, loaded
     :data:`BATCH` at a time (hundreds of 224 px inputs would not fit in memory at once).
@@ -194,7 +197,7 @@ def image_probabilities(session: ort.InferenceSession, images: Sequence[Path], s
         inputs = []
         for path in images[start:start + BATCH]:
             try:
-                inputs.append(preprocess(path, size))
+                inputs.append(preprocess(path, resize))
             except ImageLoadError as exc:
                 if not skip_unreadable:
                     raise
@@ -216,8 +219,9 @@ def torch_outputs(net: nn.Module, batch: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.concatenate(logits), np.concatenate(probs)
 
 
-def check_parity(model_path: str | Path, net: nn.Module, samples: Sequence[Sample], size: int,
-                 *, tolerance: float, app_preprocess: Preprocess = preprocess) -> ParityResult:
+def check_parity(model_path: str | Path, net: nn.Module, samples: Sequence[Sample],
+                 resize: Resize, *, tolerance: float,
+                 app_preprocess: Preprocess = preprocess) -> ParityResult:
     """Compare ONNX Runtime on the app's preprocessing with PyTorch on the training data path.
 
     Raises :class:`ParityError` (with the numbers) when any probability differs by more than
@@ -227,9 +231,9 @@ def check_parity(model_path: str | Path, net: nn.Module, samples: Sequence[Sampl
     if not samples:
         raise ValueError(f"{model_path}: parity check needs at least one image; the test split "
                          "is empty")
-    dataset = ImageDataset(samples, size)
+    dataset = ImageDataset(samples, resize)
     reference = np.stack([dataset[i][0].numpy() for i in range(len(dataset))])
-    app_inputs = np.concatenate([app_preprocess(s.path, size) for s in samples])
+    app_inputs = np.concatenate([app_preprocess(s.path, resize) for s in samples])
     torch_logits, torch_probs = torch_outputs(net, reference)
     onnx_logits, onnx_probs = onnx_outputs(session_for(model_path), app_inputs)
     mismatched = np.flatnonzero(torch_probs.argmax(1) != onnx_probs.argmax(1))

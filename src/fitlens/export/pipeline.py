@@ -1,8 +1,13 @@
 """The export stage: a trained bundle in, the app's model assets out, all or nothing.
 
-Order matters: every check (onnx.checker, parity on the test split, the int8 accuracy gate, the
+Order matters: every check (onnx.checker, parity on real photos, the int8 accuracy gate, the
 threshold) runs on files in a staging folder inside ``out_dir``; only when all pass are they
 renamed into place, metadata last. A failed export leaves the previous assets untouched.
+
+The "not sure" threshold is chosen on photos the model did not train on: the out-of-fold
+predictions of a cross-validated refit (``experiment=cv5``), else the run's validation split;
+the test split, when there is one, then reports what the shipped threshold does on photos that
+chose nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import onnxruntime as ort
 from omegaconf import DictConfig
 
 from fitlens.contract import InputSpec
+from fitlens.crossval import read_oof_csv
 from fitlens.data.images import ImageLoadError
 from fitlens.data.splits import SPLITS, Sample, read_split_csv
 from fitlens.export.fixtures import expected_probabilities
@@ -34,14 +40,15 @@ from fitlens.export.onnx import (
 )
 from fitlens.export.quantize import QuantizeReport, Scores, check_drop, quantize_int8, scores
 from fitlens.export.threshold import (
-    OtherAcceptance,
+    OperatingPoint,
     ThresholdChoice,
     ThresholdError,
+    ThresholdSettings,
     choose_threshold,
-    other_acceptance,
+    folder_probabilities,
+    operating_point,
 )
 from fitlens.models.checkpoint import CheckpointError, load_bundle
-from fitlens.models.classifier import ExerciseNet
 from fitlens.tracking.registry import RegistryError, record_export, resolve_model
 from fitlens.tracking.store import TrackingStoreError
 
@@ -55,6 +62,8 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (ExportError, ThresholdError, Che
 META_FILE = "model_meta.json"
 EXPECTED_FILE = "expected_probabilities.json"
 QUANTIZE_CHOICES = (None, "int8")
+#: Photos the parity check runs on: enough to catch drift, few enough to stay quick.
+PARITY_PHOTOS = 24
 
 
 @dataclass(frozen=True)
@@ -65,11 +74,12 @@ class ExportSettings:
     fixtures_dir: Path
     other_dir: Path | None = None
     data_root: Path | None = None
+    reject_root: Path | None = None
     opset: int = 18
     parity_tol: float = 1e-4
     quantize: str | None = None
     max_drop: float = 0.01
-    target_precision: float = 0.95
+    threshold: ThresholdSettings = field(default_factory=ThresholdSettings)
 
     def __post_init__(self) -> None:
         if self.quantize not in QUANTIZE_CHOICES:
@@ -93,6 +103,21 @@ class ModelSource:
 
 
 @dataclass(frozen=True)
+class Judged:
+    """Photos with labels (known class index, or ``len(classes)`` for another exercise) and the
+    model's probabilities on them."""
+
+    probs: np.ndarray
+    labels: np.ndarray
+    source: str
+
+    def __add__(self, other: Judged) -> Judged:
+        return Judged(np.concatenate([self.probs, other.probs]),
+                      np.concatenate([self.labels, other.labels]),
+                      f"{self.source} + {other.source}")
+
+
+@dataclass(frozen=True)
 class ExportReport:
     model_path: Path
     meta_path: Path
@@ -101,10 +126,12 @@ class ExportReport:
     size_bytes: int
     opset: int
     parity: ParityResult
-    test: Scores
+    #: Known-class scores of the exported file on the test split (None: a refit has none).
+    test: Scores | None
     test_images: int
     threshold: ThresholdChoice
-    other: OtherAcceptance
+    #: The shipped threshold on held-out photos that played no part in choosing it.
+    held_out: OperatingPoint | None
     int8: QuantizeReport | None
     seconds: dict[str, float]
     source: ModelSource
@@ -123,9 +150,9 @@ def settings_from(cfg: DictConfig) -> ExportSettings:
 
     return ExportSettings(
         out_dir=Path(e.out_dir), fixtures_dir=Path(e.fixtures_dir), other_dir=path(e.other_dir),
-        data_root=path(e.data_root), opset=int(e.opset), parity_tol=float(e.parity_tol),
-        quantize=e.quantize, max_drop=float(e.max_drop),
-        target_precision=float(e.target_precision))
+        data_root=path(e.data_root), reject_root=path(e.reject_root), opset=int(e.opset),
+        parity_tol=float(e.parity_tol), quantize=e.quantize, max_drop=float(e.max_drop),
+        threshold=ThresholdSettings.from_config(cfg.threshold))
 
 
 def run(cfg: DictConfig) -> ExportReport:
@@ -141,29 +168,36 @@ def run(cfg: DictConfig) -> ExportReport:
     split = Path(e.split_file) if e.split_file else resolved.split_csv
     source = ModelSource(registered_model=resolved.name, version=resolved.version,
                          run_id=resolved.run_id, metrics=resolved.metrics)
-    report = export_bundle(resolved.bundle_dir, split, settings, source)
+    report = export_bundle(resolved.bundle_dir, split, settings, source, resolved.oof_csv)
     record_export(cfg.logger.tracking_uri, resolved, report.files, report.sha256)
     return report
 
 
-def load_split(split_csv: Path | None, classes: Sequence[str],
-               data_root: Path | None) -> dict[str, list[Sample]]:
-    """The training run's split, with files moved since training found under ``data_root``.
+def _relocated(sample: Sample, spec: InputSpec, settings: ExportSettings) -> Path:
+    """A photo recorded on the machine that trained, found on this one if it moved."""
+    if sample.path.is_file():
+        return sample.path
+    if sample.class_name == spec.reject_class:
+        root = settings.reject_root
+        return sample.path if root is None else root / sample.path.name
+    root = settings.data_root
+    return sample.path if root is None else root / sample.class_name / sample.path.name
 
-    The CSV records absolute paths on the machine that trained; on another checkout the same
-    photo is at ``<data_root>/<class>/<file name>``.
+
+def load_split(split_csv: Path | None, spec: InputSpec,
+               settings: ExportSettings) -> dict[str, list[Sample]]:
+    """The training run's split, with files moved since training found under
+    ``export.data_root`` (``<root>/<class>/<file>``) or ``export.reject_root`` (``<root>/<file>``).
     """
     if split_csv is None:
         raise FileNotFoundError(
-            "the model's run has no split.csv, so there are no test images for the parity check "
-            "and no validation images for the threshold; pass export.split_file=<run>/split.csv")
-    samples, split_of = read_split_csv(split_csv, classes)
+            "the model's run has no split.csv, so there are no photos for the parity check and "
+            "the threshold; pass export.split_file=<run>/split.csv")
+    samples, split_of = read_split_csv(split_csv, spec.output_classes)
     by_split: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     missing = []
     for s in samples:
-        path = s.path
-        if not path.is_file() and data_root is not None:
-            path = data_root / s.class_name / s.path.name
+        path = _relocated(s, spec, settings)
         if not path.is_file():
             missing.append(str(s.path))
             continue
@@ -171,55 +205,75 @@ def load_split(split_csv: Path | None, classes: Sequence[str],
     if missing:
         raise FileNotFoundError(
             f"{split_csv}: {len(missing)} listed image(s) not found (e.g. {missing[0]}), also not "
-            f"under export.data_root={data_root}/<class>/; expected the photos the model was "
-            "trained and tested on")
-    for name in ("val", "test"):
-        if not by_split[name]:
-            raise ValueError(f"{split_csv}: the {name} split is empty; the export needs test "
-                             "images (parity, scores) and validation images (threshold)")
+            f"under export.data_root={settings.data_root}/<class>/ or export.reject_root="
+            f"{settings.reject_root}/; expected the photos the model was trained on")
     return by_split
 
 
-def _probs(session: ort.InferenceSession, samples: Sequence[Sample],
-           size: int) -> tuple[np.ndarray, np.ndarray]:
-    probs, _ = image_probabilities(session, [s.path for s in samples], size)
-    return probs, np.array([s.label for s in samples])
+def _judge(session: ort.InferenceSession, samples: Sequence[Sample], spec: InputSpec,
+           source: str) -> Judged:
+    probs, _ = image_probabilities(session, [s.path for s in samples], spec.resize)
+    return Judged(probs, np.array([s.label for s in samples], dtype=np.int64), source)
 
 
-def _threshold(session: ort.InferenceSession, val: Sequence[Sample], size: int, target: float,
-               name: str) -> ThresholdChoice:
-    return choose_threshold(*_probs(session, val, size), target,
-                            f"{name} on the validation split")
+def _other_photos(session: ort.InferenceSession, spec: InputSpec,
+                  settings: ExportSettings) -> Judged | None:
+    """Photos of other exercises that the model never trained on (``export.other_dir``), for a
+    model without a reject class; one with a reject class trained on them, so its split's own
+    held-out other photos count instead."""
+    if spec.reject_class is not None or settings.other_dir is None:
+        return None
+    probs, unreadable = folder_probabilities(settings.other_dir, session, spec.resize)
+    if not len(probs):
+        log.warning("export.other_dir=%s: no readable photos of other exercises; the threshold "
+                    "is chosen without them", settings.other_dir)
+        return None
+    if unreadable:
+        log.warning("export.other_dir=%s: %d unreadable file(s) skipped", settings.other_dir,
+                    unreadable)
+    return Judged(probs, np.full(len(probs), spec.num_classes, dtype=np.int64),
+                  f"{len(probs)} photos in export.other_dir")
 
 
-def _metrics(source: ModelSource, test: Scores, choice: ThresholdChoice,
-             other: OtherAcceptance) -> dict[str, float]:
-    """The run's test metrics plus what the export measured on the exported file itself."""
-    metrics = {k: float(v) for k, v in source.metrics.items() if k.startswith("test/")}
-    metrics.update({
-        "export/test_acc": test.accuracy,
-        "export/test_f1_macro": test.f1_macro,
-        "export/val_precision_at_threshold": choice.precision,
-        "export/val_coverage_at_threshold": choice.coverage,
-    })
-    if other.accepted_fraction is not None:
-        metrics["export/other_accepted_fraction"] = other.accepted_fraction
-    return metrics
+def _selection(session: ort.InferenceSession, spec: InputSpec, splits: dict[str, list[Sample]],
+               oof_csv: Path | None, settings: ExportSettings) -> Judged:
+    """The photos the threshold is chosen on: out-of-fold predictions, else validation."""
+    if oof_csv is not None:
+        probs, labels = read_oof_csv(oof_csv, spec.output_classes)
+        chosen = Judged(probs, labels, f"out-of-fold predictions of {len(labels)} photos")
+    elif splits["val"]:
+        chosen = _judge(session, splits["val"], spec,
+                        f"validation split ({len(splits['val'])} photos)")
+    else:
+        raise ValueError(
+            "the model's run has no validation photos and no out-of-fold predictions to choose "
+            "the 'not sure' threshold on; train with experiment=cv5 (cross-validation, then a "
+            "refit) or with data.val_fraction > 0")
+    other = _other_photos(session, spec, settings)
+    return chosen if other is None else chosen + other
+
+
+def _parity_photos(splits: dict[str, list[Sample]]) -> list[Sample]:
+    """A fixed handful of real photos: held-out ones first, training ones for a refit."""
+    ordered = [s for name in ("test", "val", "train") for s in splits[name]]
+    return ordered[:PARITY_PHOTOS]
 
 
 def export_bundle(bundle_dir: str | Path, split_csv: Path | None, settings: ExportSettings,
-                  source: ModelSource | None = None) -> ExportReport:
+                  source: ModelSource | None = None,
+                  oof_csv: Path | None = None) -> ExportReport:
     """Export the bundle in ``bundle_dir`` into ``settings.out_dir`` (see the module docstring)."""
     source = source or ModelSource()
     started = time.perf_counter()
     net, spec, model_cfg = load_bundle(bundle_dir)
-    arch = str(model_cfg.backbone._target_).rsplit(".", 1)[-1]
-    splits = load_split(split_csv, spec.classes, settings.data_root)
+    arch = str(model_cfg.get("name") or model_cfg.backbone._target_).rsplit(".", 1)[-1]
+    splits = load_split(split_csv, spec, settings)
     out_dir = Path(settings.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        report = _export_staged(net, spec, arch, splits, settings, source, staging, started)
+        report = _export_staged(net, spec, arch, splits, oof_csv, settings, source, staging,
+                                started)
         # Models first, metadata last: the app never reads metadata naming a file not yet there.
         for path in report.files:
             (staging / path.name).replace(path)
@@ -228,60 +282,45 @@ def export_bundle(bundle_dir: str | Path, split_csv: Path | None, settings: Expo
     return report
 
 
-def _export_staged(net: ExerciseNet, spec: InputSpec, arch: str, splits: dict[str, list[Sample]],
-                   settings: ExportSettings, source: ModelSource, staging: Path,
-                   started: float) -> ExportReport:
+def _export_staged(net, spec: InputSpec, arch: str, splits: dict[str, list[Sample]],
+                   oof_csv: Path | None, settings: ExportSettings, source: ModelSource,
+                   staging: Path, started: float) -> ExportReport:
     out_dir = Path(settings.out_dir)
-    size = spec.size
     model_file = f"fitness_{arch}.onnx"
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
     fp32 = staging / model_file
-    parity = export_onnx(net, fp32, size=size, opset=settings.opset,
-                         parity_samples=splits["test"], tolerance=settings.parity_tol)
+    parity = export_onnx(net, fp32, resize=spec.resize, opset=settings.opset,
+                         parity_samples=_parity_photos(splits), tolerance=settings.parity_tol)
     seconds["export_and_verify"] = time.perf_counter() - t
-    log.info("%s: parity on %d test images, max |dp| = %.2g", model_file, parity.images,
+    log.info("%s: parity on %d photos, max |dp| = %.2g", model_file, parity.images,
              parity.max_abs_diff)
 
     t = time.perf_counter()
     session = session_for(fp32)
-    test = scores(*_probs(session, splits["test"], size))
-    choice = _threshold(session, splits["val"], size, settings.target_precision, fp32.name)
-    other = (other_acceptance(settings.other_dir, choice.threshold, session, size)
-             if settings.other_dir is not None
-             else OtherAcceptance("", 0, 0, 0, note="export.other_dir not set"))
+    chosen_on = _selection(session, spec, splits, oof_csv, settings)
+    choice = choose_threshold(chosen_on.probs, chosen_on.labels, spec.num_classes,
+                              settings.threshold, chosen_on.source)
+    if not choice.met:
+        log.warning("%s", choice.note)
+    test = held_out = None
+    if splits["test"]:
+        judged = _judge(session, splits["test"], spec, "test split")
+        test = scores(judged.probs, judged.labels, spec.num_classes)
+        held_out = operating_point(judged.probs, judged.labels, spec.num_classes,
+                                   choice.threshold, settings.threshold.confidence, "test split")
     seconds["threshold"] = time.perf_counter() - t
 
     int8: QuantizeReport | None = None
     variants: dict[str, dict] = {}
     if settings.quantize == "int8":
         t = time.perf_counter()
-        int8_file = staging / f"fitness_{arch}_int8.onnx"
-        quantize_int8(fp32, int8_file, [s.path for s in splits["train"]], size)
-        int8_session = session_for(int8_file)
-        int8_scores = scores(*_probs(int8_session, splits["test"], size))
-        check_drop(test, int8_scores, settings.max_drop, int8_file.name)
-        int8_choice = _threshold(int8_session, splits["val"], size, settings.target_precision,
-                                 int8_file.name)
-        int8 = QuantizeReport(path=out_dir / int8_file.name, fp32_bytes=fp32.stat().st_size,
-                              int8_bytes=int8_file.stat().st_size, fp32=test, int8=int8_scores,
-                              test_images=len(splits["test"]),
-                              calibration_images=len(splits["train"]),
-                              max_drop=settings.max_drop)
-        variants["int8"] = {
-            "model_file": int8_file.name,
-            "sha256": sha256_file(int8_file),
-            "size_bytes": int8.int8_bytes,
-            "quantization": "static QDQ, int8 weights per channel, uint8 activations, "
-                            f"MinMax calibration on {int8.calibration_images} training images",
-            "threshold": int8_choice.threshold,
-            "metrics": {"export/test_acc": int8_scores.accuracy,
-                        "export/test_f1_macro": int8_scores.f1_macro},
-        }
+        int8, variants["int8"] = _int8(fp32, staging / f"fitness_{arch}_int8.onnx", spec, splits,
+                                       chosen_on, choice, settings, out_dir)
         seconds["quantize"] = time.perf_counter() - t
 
-    expected = expected_probabilities(fp32, settings.fixtures_dir)
+    expected = expected_probabilities(fp32, settings.fixtures_dir, spec.resize)
     write_metadata(expected, staging / EXPECTED_FILE)
     sha256 = sha256_file(fp32)
     opset = file_opset(fp32)
@@ -289,42 +328,109 @@ def _export_staged(net: ExerciseNet, spec: InputSpec, arch: str, splits: dict[st
         spec, model_file=model_file, model_name=arch, sha256=sha256, opset=opset,
         threshold=choice.threshold, registered_model=source.registered_model,
         version=source.version, run_id=source.run_id,
-        metrics=_metrics(source, test, choice, other), variants=variants)
+        metrics=_metrics(source, test, choice, held_out), variants=variants,
+        pose_outputs=getattr(net, "has_pose_outputs", False),
+        operating_point=_operating_point_meta(choice, held_out))
     write_metadata(meta, staging / META_FILE)
     seconds["total"] = time.perf_counter() - started
     return ExportReport(
         model_path=out_dir / model_file, meta_path=out_dir / META_FILE,
         expected_path=out_dir / EXPECTED_FILE, sha256=sha256, size_bytes=fp32.stat().st_size,
         opset=opset, parity=parity, test=test, test_images=len(splits["test"]),
-        threshold=choice, other=other, int8=int8, seconds=seconds, source=source)
+        threshold=choice, held_out=held_out, int8=int8, seconds=seconds, source=source)
+
+
+def _int8(fp32: Path, dest: Path, spec: InputSpec, splits: dict[str, list[Sample]],
+          chosen_on: Judged, choice: ThresholdChoice, settings: ExportSettings,
+          out_dir: Path) -> tuple[QuantizeReport, dict]:
+    """A static int8 variant, calibrated on training photos and gated on the drop in known-class
+    scores against fp32 on the held-out photos (the test split; training photos for a refit,
+    where only the drop, not the level, is meaningful)."""
+    calibration = [s.path for s in splits["train"]]
+    quantize_int8(fp32, dest, calibration, spec.resize)
+    checked_on = splits["test"] or splits["val"] or splits["train"]
+    fp32_judged = _judge(session_for(fp32), checked_on, spec, "fp32")
+    int8_judged = _judge(session_for(dest), checked_on, spec, "int8")
+    fp32_scores = scores(fp32_judged.probs, fp32_judged.labels, spec.num_classes)
+    int8_scores = scores(int8_judged.probs, int8_judged.labels, spec.num_classes)
+    check_drop(fp32_scores, int8_scores, settings.max_drop, dest.name)
+    report = QuantizeReport(path=out_dir / dest.name, fp32_bytes=fp32.stat().st_size,
+                            int8_bytes=dest.stat().st_size, fp32=fp32_scores, int8=int8_scores,
+                            test_images=len(checked_on), calibration_images=len(calibration),
+                            max_drop=settings.max_drop)
+    variant = {
+        "model_file": dest.name,
+        "sha256": sha256_file(dest),
+        "size_bytes": report.int8_bytes,
+        "quantization": "static QDQ, int8 weights per channel, uint8 activations, "
+                        f"MinMax calibration on {len(calibration)} training images",
+        # The fp32 threshold: chosen on fp32 probabilities, which the gate says int8 follows.
+        "threshold": choice.threshold,
+        "metrics": {"export/test_acc": int8_scores.accuracy,
+                    "export/test_f1_macro": int8_scores.f1_macro},
+    }
+    return report, variant
+
+
+def _operating_point_meta(choice: ThresholdChoice,
+                          held_out: OperatingPoint | None) -> dict[str, object]:
+    s = choice.settings
+    return {"target_precision": s.target_precision, "confidence": s.confidence,
+            "min_accepted": s.min_accepted, "max_other_accepted": s.max_other_accepted,
+            "met": choice.met,
+            "note": choice.note, "chosen_on": {"photos": choice.source,
+                                               **choice.point.to_dict()},
+            "held_out": None if held_out is None else {"photos": "test split",
+                                                       **held_out.to_dict()}}
+
+
+def _metrics(source: ModelSource, test: Scores | None, choice: ThresholdChoice,
+             held_out: OperatingPoint | None) -> dict[str, float]:
+    """The run's held-out metrics plus what the export measured on the exported file itself."""
+    metrics = {k: float(v) for k, v in source.metrics.items()
+               if k.startswith(("test/", "oof/"))}
+    point = choice.point
+    metrics.update({"export/precision_at_threshold": point.precision,
+                    "export/precision_lower_at_threshold": point.precision_lower,
+                    "export/coverage_at_threshold": point.coverage})
+    if point.other_accepted_fraction is not None:
+        metrics["export/other_accepted_at_threshold"] = point.other_accepted_fraction
+    if test is not None:
+        metrics.update({"export/test_acc": test.accuracy, "export/test_f1_macro": test.f1_macro})
+    if held_out is not None and held_out.accepted:
+        metrics["export/test_precision_at_threshold"] = held_out.precision
+        metrics["export/test_coverage_at_threshold"] = held_out.coverage
+    return {k: v for k, v in metrics.items() if np.isfinite(v)}
 
 
 def summary_rows(report: ExportReport) -> list[tuple[str, str]]:
     """What a person checks after an export, as (label, value) rows for a table."""
     src = report.source
-    choice, other, parity = report.threshold, report.other, report.parity
+    choice, parity = report.threshold, report.parity
     rows = [
         ("model", f"{src.registered_model or '-'} version {src.version or '-'} "
                   f"(run {src.run_id or '-'})"),
         ("onnx", f"{report.model_path} ({report.size_bytes / 1e6:.1f} MB, opset {report.opset})"),
         ("sha256", report.sha256),
-        ("parity", f"{parity.images} test images, max |dp| {parity.max_abs_diff:.2g} "
+        ("parity", f"{parity.images} photos, max |dp| {parity.max_abs_diff:.2g} "
                    f"<= {parity.tolerance:g}, same top class on all"),
-        ("test (onnx)", f"accuracy {report.test.accuracy:.3f}, macro-F1 "
-                        f"{report.test.f1_macro:.3f} on {report.test_images} images"),
-        ("threshold", f"{choice.threshold:.3f}: val precision {choice.precision:.3f} "
-                      f"(target {choice.target_precision:g}), coverage {choice.coverage:.1%} of "
-                      f"{choice.val_images}"),
-        ("other exercises", other.note if other.note else
-         f"{other.accepted} of {other.images} accepted ({other.accepted_fraction:.1%}) "
-         f"in {other.folder}" + (f", {other.unreadable} unreadable" if other.unreadable else "")),
     ]
+    if report.test is not None:
+        rows.append(("test (onnx)", f"accuracy {report.test.accuracy:.3f}, macro-F1 "
+                                    f"{report.test.f1_macro:.3f} on {report.test_images} photos"))
+    rows.append(("threshold", f"{choice.threshold:.3f}, chosen on the {choice.source}: "
+                              f"{choice.point.describe()}"))
+    if not choice.met:
+        rows.append(("target not met", choice.note))
+    if report.held_out is not None:
+        rows.append(("held out", f"on the test split: {report.held_out.describe()}"))
     if report.int8:
         q = report.int8
         rows.append(("int8", f"{q.path.name}: {q.int8_bytes / 1e6:.1f} MB vs "
                              f"{q.fp32_bytes / 1e6:.1f} MB; accuracy {q.fp32.accuracy:.3f} -> "
                              f"{q.int8.accuracy:.3f}, macro-F1 {q.fp32.f1_macro:.3f} -> "
-                             f"{q.int8.f1_macro:.3f} (max drop {q.max_drop:g})"))
+                             f"{q.int8.f1_macro:.3f} on {q.test_images} photos "
+                             f"(max drop {q.max_drop:g})"))
     rows.append(("seconds", ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())))
     rows.append(("metadata", str(report.meta_path)))
     return rows

@@ -25,9 +25,11 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from fitlens.contract import Resize
 from fitlens.data.images import preprocess
 from fitlens.export.metadata import APP_MAX_IR_VERSION, INPUT_NAME
 from fitlens.export.onnx import ExportError, check_loadable
+from fitlens.metrics import f1_macro
 
 
 class QuantizationRefused(ExportError):
@@ -60,14 +62,14 @@ class QuantizeReport:
 class ImageCalibrationReader(CalibrationDataReader):
     """Feeds images one at a time (batch 1, as the app runs) through the app's preprocessing."""
 
-    def __init__(self, images: Sequence[Path], size: int) -> None:
+    def __init__(self, images: Sequence[Path], resize: Resize) -> None:
         self.images = list(images)
-        self.size = size
+        self.resize = resize
         self._items: Iterator[dict[str, np.ndarray]] = self._feed()
 
     def _feed(self) -> Iterator[dict[str, np.ndarray]]:
         for path in self.images:
-            yield {INPUT_NAME: preprocess(path, self.size)}
+            yield {INPUT_NAME: preprocess(path, self.resize)}
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
@@ -76,18 +78,15 @@ class ImageCalibrationReader(CalibrationDataReader):
         self._items = self._feed()
 
 
-def scores(probs: np.ndarray, labels: np.ndarray) -> Scores:
-    """Accuracy and macro-F1; the macro mean runs over classes that occur in labels or
-    predictions (as torchmetrics does), so a class missing from a small test split is no 0."""
-    predicted = probs.argmax(axis=1)
-    labels = np.asarray(labels)
-    f1s = []
-    for c in np.union1d(labels, predicted):
-        tp = np.sum((predicted == c) & (labels == c))
-        fp = np.sum((predicted == c) & (labels != c))
-        fn = np.sum((predicted != c) & (labels == c))
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    return Scores(accuracy=float(np.mean(predicted == labels)), f1_macro=float(np.mean(f1s)))
+def scores(probs: np.ndarray, labels: np.ndarray, num_known: int | None = None) -> Scores:
+    """Accuracy and macro-F1 over the photos of known classes (the best known class predicted),
+    as :func:`fitlens.metrics.scores` defines them; ``num_known=None``: every output is known."""
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    k = probs.shape[1] if num_known is None else num_known
+    known = labels < k
+    predicted = probs[known, :k].argmax(axis=1)
+    return Scores(accuracy=float(np.mean(predicted == labels[known])),
+                  f1_macro=f1_macro(predicted, labels[known]))
 
 
 def check_drop(fp32: Scores, int8: Scores, max_drop: float, source: str) -> None:
@@ -104,7 +103,7 @@ def check_drop(fp32: Scores, int8: Scores, max_drop: float, source: str) -> None
 
 
 def quantize_int8(fp32_path: str | Path, dest: str | Path, calibration: Sequence[Path],
-                  size: int) -> Path:
+                  resize: Resize) -> Path:
     """Write a static QDQ int8 copy of ``fp32_path`` to ``dest`` (atomically), calibrated on
     ``calibration`` images."""
     fp32_path, dest = Path(fp32_path), Path(dest)
@@ -117,7 +116,7 @@ def quantize_int8(fp32_path: str | Path, dest: str | Path, calibration: Sequence
         # Shape inference and graph fusion first (BN into conv etc.), so the quantizer sees the
         # graph ONNX Runtime will run and places Q/DQ where kernels can fuse them.
         quant_pre_process(str(fp32_path), str(prepared))
-        quantize_static(str(prepared), str(quantized), ImageCalibrationReader(calibration, size),
+        quantize_static(str(prepared), str(quantized), ImageCalibrationReader(calibration, resize),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
@@ -130,7 +129,7 @@ def quantize_int8(fp32_path: str | Path, dest: str | Path, calibration: Sequence
         del model.opset_import[:]
         model.opset_import.extend(kept)
         onnx.save_model(model, str(quantized), save_as_external_data=False)
-        check_loadable(quantized, size)
+        check_loadable(quantized, resize.size)
         os.chmod(quantized, 0o644)
         os.replace(quantized, dest)
     return dest

@@ -4,12 +4,13 @@ A Lightning checkpoint needs the training code and optimizer state; the app and 
 only the weights and enough config to rebuild the architecture. The bundle is:
 
 - ``model_state.pt``: ``ExerciseNet.state_dict()`` (tensors only: ``torch.load(weights_only=True)``)
-- ``model.yaml``: the resolved model config (backbone target, dropout, classes, image size)
+- ``model.yaml``: the resolved model config (backbone, network builder and its settings)
 - ``contract.json``: the :class:`~fitlens.contract.InputSpec` plus the backbone name
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from fitlens.contract import InputSpec
 from fitlens.models.classifier import ExerciseNet
@@ -56,12 +58,15 @@ def lightning_state_to_net_state(ckpt: dict[str, Any], source: str) -> dict[str,
     return net
 
 
-def build_net(model_cfg: DictConfig) -> tuple[ExerciseNet, InputSpec]:
-    """Rebuild the architecture from a model config, with random weights (to be loaded)."""
+def build_net(model_cfg: DictConfig, spec: InputSpec) -> tuple[nn.Module, InputSpec]:
+    """Rebuild the architecture from a model config and the contract, with random weights (to be
+    loaded); the returned spec carries the backbone's mean/std."""
     backbone = instantiate(model_cfg.backbone, pretrained=False, weights_path=None)
-    spec = InputSpec(classes=tuple(model_cfg.classes), size=int(model_cfg.image_size),
-                     mean=backbone.mean, std=backbone.std)
-    net = ExerciseNet(backbone, spec.num_classes, float(model_cfg.get("dropout", 0.0)))
+    spec = dataclasses.replace(spec, mean=backbone.mean, std=backbone.std)
+    if "net" in model_cfg:
+        net = instantiate(model_cfg.net)(backbone=backbone, num_outputs=spec.num_outputs)
+    else:  # bundles written before model.net existed: a CNN with model.dropout
+        net = ExerciseNet(backbone, spec.num_outputs, float(model_cfg.get("dropout", 0.0)))
     return net, spec
 
 
@@ -76,14 +81,18 @@ def save_bundle(net_state: dict[str, torch.Tensor], model_cfg: DictConfig, spec:
     return folder
 
 
-def load_bundle(folder: str | Path) -> tuple[ExerciseNet, InputSpec, DictConfig]:
+def load_bundle(folder: str | Path) -> tuple[nn.Module, InputSpec, DictConfig]:
     """Rebuild the trained network from a bundle folder, in eval mode."""
     folder = Path(folder)
-    for name in (STATE_FILE, CONFIG_FILE):
+    for name in (STATE_FILE, CONFIG_FILE, CONTRACT_FILE):
         if not (folder / name).is_file():
             raise CheckpointError(f"{folder}: model bundle is missing {name}")
     model_cfg = OmegaConf.load(folder / CONFIG_FILE)
-    net, spec = build_net(model_cfg)
+    try:
+        contract = InputSpec.from_dict(json.loads((folder / CONTRACT_FILE).read_text("utf-8")))
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{folder / CONTRACT_FILE}: not a valid contract ({exc})") from exc
+    net, spec = build_net(model_cfg, contract)
     state = safe_load(folder / STATE_FILE)
     try:
         net.load_state_dict(state)

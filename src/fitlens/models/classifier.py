@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import dataclasses
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MulticlassAccuracy,
-    MulticlassConfusionMatrix,
-    MulticlassF1Score,
-)
 
 from fitlens.contract import InputSpec
+from fitlens.metrics import confusion, scores
 from fitlens.models.backbones import Backbone
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
@@ -26,16 +22,17 @@ class ExerciseNet(nn.Module):
     """Takes the contract's input (RGB, 0..1, NCHW) and returns logits.
 
     The backbone's normalisation is a layer here, so the exported graph carries it and no consumer
-    has to know mean/std.
+    has to know mean/std. ``features`` (the pretrained part, frozen or fine-tuned) and ``head``
+    are what the classifier trains; every network it trains has both.
     """
 
-    def __init__(self, backbone: Backbone, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, backbone: Backbone, num_outputs: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(backbone.std).view(1, 3, 1, 1))
         self.features = backbone.features
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(backbone.num_features,
-                                                                 num_classes))
+                                                                 num_outputs))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's pooled features of contract input (normalisation included)."""
@@ -45,28 +42,25 @@ class ExerciseNet(nn.Module):
         return self.head(self.embed(x))
 
 
-def _metrics(num_classes: int, prefix: str) -> MetricCollection:
-    return MetricCollection({
-        "acc": MulticlassAccuracy(num_classes, average="micro"),
-        "f1_macro": MulticlassF1Score(num_classes, average="macro"),
-    }, prefix=prefix)
+NetFactory = Callable[..., nn.Module]
 
 
 class ExerciseClassifier(pl.LightningModule):
-    """Trains :class:`ExerciseNet`; the optimizer and scheduler arrive as partials from config."""
+    """Trains a network built by ``net(backbone=..., num_outputs=...)`` (an
+    :class:`ExerciseNet`, or the pose fusion net); the contract ``spec`` comes from the data,
+    the optimizer and scheduler arrive as partials from config."""
 
     def __init__(
         self,
         backbone: Backbone,
-        classes: Sequence[str],
-        image_size: int,
+        net: NetFactory,
+        spec: InputSpec,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         label_smoothing: float = 0.0,
         class_weighting: bool = False,
         freeze_backbone_epochs: int = 0,
         backbone_lr_scale: float = 1.0,
-        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if not 0 <= label_smoothing < 1:
@@ -74,31 +68,27 @@ class ExerciseClassifier(pl.LightningModule):
         if freeze_backbone_epochs < 0:
             raise ValueError(
                 f"model.freeze_backbone_epochs={freeze_backbone_epochs}: expected an integer >= 0")
-        self.spec = InputSpec(classes=tuple(str(c) for c in classes), size=int(image_size),
-                              mean=backbone.mean, std=backbone.std)
+        if backbone_lr_scale <= 0:
+            raise ValueError(f"model.backbone_lr_scale={backbone_lr_scale}: expected > 0")
+        self.spec = dataclasses.replace(spec, mean=backbone.mean, std=backbone.std)
         self.backbone_name = backbone.name
-        self.net = ExerciseNet(backbone, self.spec.num_classes, dropout)
+        self.net = net(backbone=backbone, num_outputs=self.spec.num_outputs)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.label_smoothing = label_smoothing
         self.class_weighting = class_weighting
         self.freeze_backbone_epochs = freeze_backbone_epochs
-        if backbone_lr_scale <= 0:
-            raise ValueError(f"model.backbone_lr_scale={backbone_lr_scale}: expected > 0")
         self.backbone_lr_scale = backbone_lr_scale
-        n = self.spec.num_classes
-        self.register_buffer("class_weights", torch.ones(n))
-        self.train_metrics = _metrics(n, "train/")
-        self.val_metrics = _metrics(n, "val/")
-        self.test_metrics = _metrics(n, "test/")
-        self.test_per_class = MulticlassAccuracy(n, average=None)
-        self.val_confusion = MulticlassConfusionMatrix(n)
-        self.test_confusion = MulticlassConfusionMatrix(n)
-        #: Filled by each evaluation epoch, read by tracking (plots, reports).
+        self.register_buffer("class_weights", torch.ones(self.spec.num_outputs))
+        #: Filled by each evaluation epoch, read by tracking (plots, reports, out-of-fold):
+        #: per split, the ``[outputs, outputs]`` confusion matrix and the probabilities/labels.
         self.confusion: dict[str, torch.Tensor] = {}
-        self.test_outputs: dict[str, torch.Tensor] = {}
-        self._test_probs: list[torch.Tensor] = []
-        self._test_labels: list[torch.Tensor] = []
+        self.outputs: dict[str, dict[str, torch.Tensor]] = {}
+        self._collected: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    @property
+    def test_outputs(self) -> dict[str, torch.Tensor]:
+        return self.outputs.get("test", {})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -124,62 +114,65 @@ class ExerciseClassifier(pl.LightningModule):
         # submodule modes across epochs, so the mode is set both ways.
         self.net.features.train(not frozen)
 
+    def _collect(self, split: str, logits: torch.Tensor, y: torch.Tensor) -> None:
+        self._collected.setdefault(split, []).append(
+            (logits.detach().float().softmax(dim=1).cpu(), y.detach().cpu()))
+
+    def _log_scores(self, split: str) -> None:
+        """The scores of :mod:`fitlens.metrics` over the epoch's photos, logged as
+        ``<split>/<score>``; the probabilities stay available in :attr:`outputs`."""
+        batches = self._collected.pop(split, [])
+        if not batches:
+            return
+        probs = torch.cat([p for p, _ in batches])
+        labels = torch.cat([y for _, y in batches])
+        self.outputs[split] = {"probs": probs, "labels": labels}
+        if split != "train":
+            self.confusion[split] = torch.from_numpy(
+                confusion(probs.numpy(), labels.numpy(), self.spec.num_outputs))
+        values = scores(probs.numpy(), labels.numpy(), self.spec.classes)
+        self.log_dict({f"{split}/{k}": float(v) for k, v in values.items()})
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = self._loss(logits, y)
-        self.train_metrics.update(logits, y)
+        self._collect("train", logits, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute())
-        self.train_metrics.reset()
+        self._log_scores("train")
+
+    def _evaluate(self, split: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log(f"{split}/loss", self._loss(logits, y), on_step=False, on_epoch=True,
+                 batch_size=len(y))
+        self._collect(split, logits, y)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        x, y = batch
-        logits = self(x)
-        self.log("val/loss", self._loss(logits, y), on_step=False, on_epoch=True,
-                 batch_size=len(y))
-        self.val_metrics.update(logits, y)
-        self.val_confusion.update(logits, y)
+        self._evaluate("val", batch)
 
     def on_validation_epoch_end(self) -> None:
-        self.log_dict(self.val_metrics.compute())
-        self.val_metrics.reset()
-        self.confusion["val"] = self.val_confusion.compute().cpu()
-        self.val_confusion.reset()
+        self._log_scores("val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        x, y = batch
-        logits = self(x)
-        self.log("test/loss", self._loss(logits, y), on_step=False, on_epoch=True,
-                 batch_size=len(y))
-        for metric in (self.test_metrics, self.test_per_class, self.test_confusion):
-            metric.update(logits, y)
-        self._test_probs.append(logits.softmax(dim=1).detach().cpu())
-        self._test_labels.append(y.detach().cpu())
+        self._evaluate("test", batch)
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.test_metrics.compute())
-        per_class = self.test_per_class.compute()
-        self.log_dict({f"test/acc_{name}": per_class[i]
-                       for i, name in enumerate(self.spec.classes)})
-        self.confusion["test"] = self.test_confusion.compute().cpu()
-        self.test_outputs = {"probs": torch.cat(self._test_probs),
-                             "labels": torch.cat(self._test_labels)}
-        for metric in (self.test_metrics, self.test_per_class, self.test_confusion):
-            metric.reset()
-        self._test_probs, self._test_labels = [], []
+        self._log_scores("test")
 
     def configure_optimizers(self) -> Any:
         # Pretrained features move slower than the new head (backbone_lr_scale < 1): a full
         # learning rate on them wipes out what ImageNet taught within an epoch on 60 photos.
         # "name" makes Lightning's LearningRateMonitor log lr-<Optimizer>/backbone and /head.
+        # Parameters frozen for good (a pose model's) belong to neither group.
         groups = [{"name": "backbone", "params": list(self.net.features.parameters()),
                    "lr_scale": self.backbone_lr_scale},
-                  {"name": "head", "params": [p for n, p in self.named_parameters()
-                                              if not n.startswith("net.features.")],
+                  {"name": "head", "params": [p for n, p in self.net.named_parameters()
+                                              if not n.startswith("features.")
+                                              and p.requires_grad],
                    "lr_scale": 1.0}]
         optimizer = self.optimizer_factory(groups)
         for group in optimizer.param_groups:
@@ -189,3 +182,4 @@ class ExerciseClassifier(pl.LightningModule):
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+

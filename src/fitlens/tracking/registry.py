@@ -34,6 +34,8 @@ from fitlens.tracking.store import connect
 #: Run artifact paths: the contract with the export stage.
 BUNDLE_ARTIFACT = "bundle"
 SPLIT_ARTIFACT = "split.csv"
+#: Out-of-fold predictions of a cross-validated refit (fitlens.crossval): the threshold's photos.
+OOF_ARTIFACT = "oof_predictions.csv"
 EXPORT_ARTIFACT = "export"
 #: Name of the MLflow model inside the run (the registered version's source).
 MODEL_NAME = "model"
@@ -54,6 +56,8 @@ class ResolvedModel:
     bundle_dir: Path
     #: Local download of the run's ``split.csv`` (None if the run has none).
     split_csv: Path | None
+    #: Local download of the run's out-of-fold predictions (None if it was not cross-validated).
+    oof_csv: Path | None
     #: The run's final metrics (``test/acc``, ``test/f1_macro``, ...).
     metrics: dict[str, float]
 
@@ -187,13 +191,13 @@ def resolve_model(tracking_uri: str, name: str, *, alias: str | None = None,
             f"version {mv.version} of {name!r} (run {mv.run_id}) has no {BUNDLE_ARTIFACT}/ "
             f"artifact; only runs logged by fitlens training carry one") from exc
     names = {Path(a.path).name for a in client.list_artifacts(mv.run_id)}
-    split = None
-    if SPLIT_ARTIFACT in names:
-        split = Path(mlflow.artifacts.download_artifacts(
-            run_id=mv.run_id, artifact_path=SPLIT_ARTIFACT, dst_path=str(dst),
-            tracking_uri=tracking_uri))
+    split, oof = (
+        Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact,
+                                                 dst_path=str(dst), tracking_uri=tracking_uri))
+        if artifact in names else None
+        for artifact in (SPLIT_ARTIFACT, OOF_ARTIFACT))
     return ResolvedModel(name=name, version=str(mv.version), run_id=mv.run_id,
-                         bundle_dir=Path(bundle), split_csv=split,
+                         bundle_dir=Path(bundle), split_csv=split, oof_csv=oof,
                          metrics=dict(client.get_run(mv.run_id).data.metrics))
 
 

@@ -20,7 +20,9 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 import mlflow
+import numpy as np
 import pytorch_lightning as pl
+import torch
 from hydra.core.hydra_config import HydraConfig
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
@@ -29,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from fitlens.contract import InputSpec
 from fitlens.data.images import preprocess
 from fitlens.models.checkpoint import (
     lightning_state_to_net_state,
@@ -146,12 +149,63 @@ class Tracker:
         return run_id
 
     @contextmanager
+    def parent_run(self, name: str) -> Iterator[str]:
+        """A run that groups the runs of one job (a cross-validation's folds and refit); it ends
+        as the job ends, and nests under a sweep's parent when the job is a sweep's."""
+        mlflow.set_tracking_uri(self.settings.tracking_uri)
+        overrides = _overrides()
+        commit, dirty = git_state()
+        tags = {"git_commit": commit, "git_dirty": dirty, "overrides": overrides,
+                "output_dir": str(self.cfg.paths.output_dir), "job": name}
+        parent = os.environ.get(PARENT_RUN_ENV)
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment, run_name=f"{name}: {overrides}"
+                                     if overrides else name, tags=tags)
+        run_id = run.info.run_id
+        status = "FAILED"
+        try:
+            self.client.log_batch(run_id, params=[
+                Param(k, v) for k, v in config_params(self.cfg).items()])
+            self.client.log_text(run_id, OmegaConf.to_yaml(self.cfg, resolve=True),
+                                 "config.yaml")
+            yield run_id
+            status = "FINISHED"
+        except (KeyboardInterrupt, SystemExit):
+            status = "KILLED"
+            raise
+        finally:
+            self.client.set_terminated(run_id, status)
+
+    def log_cross_validation(self, parent_id: str, refit_id: str | None,
+                             metrics: Mapping[str, float], oof_csv: Path,
+                             matrix: np.ndarray, spec: InputSpec) -> None:
+        """The out-of-fold results, on the parent and on the refit (the registered version's
+        run): metrics, the per-photo predictions, the confusion matrix and per-class report."""
+        now = int(time.time() * 1000)
+        with TemporaryDirectory() as tmp:
+            plots = Path(tmp)
+            confusion_png(torch.from_numpy(matrix), spec.output_classes,
+                          "confusion: out-of-fold", plots / "confusion_oof.png")
+            per_class_csv(torch.from_numpy(matrix), spec.output_classes,
+                          plots / "per_class_oof.csv")
+            for run_id in filter(None, (parent_id, refit_id)):
+                self.client.log_batch(run_id, metrics=[
+                    Metric(k, float(v), now, 0) for k, v in metrics.items()])
+                self.client.log_artifact(run_id, str(oof_csv))
+                self.client.log_artifact(run_id, str(plots / "confusion_oof.png"), "plots")
+                self.client.log_artifact(run_id, str(plots / "per_class_oof.csv"), "reports")
+
+    @contextmanager
     def run(self, trainer: pl.Trainer, datamodule: pl.LightningDataModule,
-            resume_from: Mapping[str, Any] | None = None) -> Iterator[TrackedRun]:
+            resume_from: Mapping[str, Any] | None = None, *, parent_run_id: str | None = None,
+            run_name: str | None = None) -> Iterator[TrackedRun]:
         """The MLflow run around fit and test; ends FINISHED, FAILED (exception) or KILLED.
 
         ``resume_from`` (the checkpoint being resumed) continues the run that wrote it: its
         metrics go on from the checkpoint's step and its status ends as this job ends.
+        ``parent_run_id`` nests the run (a fold under its cross-validation); without it a
+        sweep's job nests under the sweep.
         """
         datamodule.setup("fit")  # the split and its fingerprint belong to the run's start
         overrides = _overrides()
@@ -171,9 +225,10 @@ class Tracker:
             active = mlflow.start_run(run_id=resumed, tags=tags)
         else:
             # Not MLflow's random name: training seeded `random`, so every run would get the same.
-            name = overrides or Path(self.cfg.paths.output_dir).name
+            name = run_name or overrides or Path(self.cfg.paths.output_dir).name
             active = mlflow.start_run(experiment_id=self.experiment, run_name=name, tags=tags,
-                                      parent_run_id=os.environ.get(PARENT_RUN_ENV))
+                                      parent_run_id=parent_run_id
+                                      or os.environ.get(PARENT_RUN_ENV))
         tracked = TrackedRun(self, active.info.run_id, trainer)
         status = "FAILED"
         try:
@@ -236,27 +291,33 @@ class TrackedRun:
                         exc)
 
     def log_result(self, module: pl.LightningModule, datamodule: pl.LightningDataModule,
-                   best_checkpoint: str | None, val_metrics: Mapping[str, float]) -> str | None:
+                   best_checkpoint: str | None, val_metrics: Mapping[str, float], *,
+                   log_model: bool = True, register: bool | None = None) -> str | None:
         """``best_<monitor>``, plots and reports, then the bundle and the (registered) model.
 
-        The other val metrics are in the run already, per epoch. Returns the registered
-        version, if one was made.
+        The other val metrics are in the run already, per epoch. ``log_model=False`` (a
+        cross-validation fold) stops after the reports; ``register=None`` follows
+        ``logger.register``. Returns the registered version, if one was made.
         """
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[
             Metric(k, float(v), now, 0) for k, v in val_metrics.items() if k.startswith("best_")])
         with TemporaryDirectory() as tmp:
             self._log_evaluation(module, datamodule, Path(tmp))
+            if not log_model:
+                return None
             if best_checkpoint is None:
                 log.warning("run %s: no checkpoint (callbacks.model_checkpoint is off), so no "
                             "bundle or model is logged", self.run_id)
                 return None
+            if register is None:
+                register = bool(self.tracker.settings.register)
             return self._log_model(module, datamodule, best_checkpoint,
-                                   Path(tmp) / BUNDLE_ARTIFACT)
+                                   Path(tmp) / BUNDLE_ARTIFACT, register)
 
     def _log_evaluation(self, module: pl.LightningModule, datamodule: pl.LightningDataModule,
                         folder: Path) -> None:
-        classes = module.spec.classes
+        classes = module.spec.output_classes
         plots, reports = folder / "plots", folder / "reports"
         plots.mkdir()
         reports.mkdir()
@@ -279,7 +340,7 @@ class TrackedRun:
         self.client.log_artifacts(self.run_id, str(reports), "reports")
 
     def _log_model(self, module: pl.LightningModule, datamodule: pl.LightningDataModule,
-                   best_checkpoint: str, folder: Path) -> str | None:
+                   best_checkpoint: str, folder: Path, register: bool) -> str | None:
         """The bundle (for export) and, rebuilt from it, the MLflow model (for the registry):
         both hold the best checkpoint's weights, and the bundle is proven loadable."""
         cfg = self.tracker.cfg
@@ -290,5 +351,5 @@ class TrackedRun:
         example_file = next(s.path for split in ("test", "val", "train")
                             for s in datamodule.samples.get(split, []))
         settings = self.tracker.settings
-        return log_model(net, spec, preprocess(example_file, spec.size),
-                         settings.registered_model if settings.register else None)
+        return log_model(net, spec, preprocess(example_file, spec.resize),
+                         settings.registered_model if register else None)
