@@ -114,6 +114,7 @@ def shared_export(tmp_path_factory: pytest.TempPathFactory) -> SharedExport:
         done = subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "export.py"), f"logger.tracking_uri={uri}",
              f"export.out_dir={base / 'assets'}", f"export.fixtures_dir={fixtures}",
+             f"export.expected_dir={base / 'expected'}",
              f"export.other_dir={other_photos(base / 'other')}", "export.quantize=int8",
              # 12 test images: one flipped image is 8 points, so the gate is tested elsewhere.
              "export.max_drop=0.5", f"threshold.target_precision={TARGET_PRECISION}",
@@ -143,10 +144,20 @@ def export_config(*overrides: str, output_dir: Path) -> DictConfig:
     return cfg
 
 
-def test_export_writes_the_app_assets_and_nothing_else(export: SharedExport) -> None:
-    assert sorted(p.name for p in export.out_dir.iterdir()) == [
-        "expected_probabilities.json", "fitness_resnet18.onnx",
-        "fitness_resnet18_int8.onnx", "model_meta.json"]
+def kept(export: SharedExport) -> Path:
+    """The complete export, in the export job's folder."""
+    return export.out_dir.parent / "job" / "export"
+
+
+def test_export_writes_the_app_assets_and_nothing_else(export: SharedExport, meta: dict) -> None:
+    # The app's folder holds what ships; the complete export stays in the job's folder.
+    assert meta["model_file"] == f"fitness_resnet18-{meta['sha256'][:12]}.onnx"
+    assert sorted(p.name for p in export.out_dir.iterdir()) == [meta["model_file"],
+                                                                "model_meta.json"]
+    assert meta["variants"] == {}
+    assert sorted(p.name for p in kept(export).iterdir()) == [
+        "expected_probabilities.json", meta["model_file"], "fitness_resnet18_int8.onnx",
+        "model_meta.json"]
     for line in ("fitlens export", "parity", "threshold", "held out", "int8",
                  "other exercises answered"):
         assert line in export.stdout
@@ -155,7 +166,7 @@ def test_export_writes_the_app_assets_and_nothing_else(export: SharedExport) -> 
 def test_metadata_describes_the_model(export: SharedExport, meta: dict) -> None:
     spec = validate_metadata(meta, "model_meta.json")
     assert list(spec.classes) == config_classes() and spec.size == 32
-    assert meta["model_file"] == "fitness_resnet18.onnx" and meta["model_name"] == "resnet18"
+    assert meta["model_name"] == "resnet18"
     assert meta["sha256"] == sha256_file(export.out_dir / meta["model_file"])
     assert meta["opset"] == 18
     assert meta["input"]["shape"] == [1, 3, 32, 32] and meta["input"]["batch"] == "dynamic"
@@ -189,20 +200,24 @@ def test_metadata_describes_the_model(export: SharedExport, meta: dict) -> None:
 
 
 def test_int8_variant_is_listed_and_usable(export: SharedExport, meta: dict) -> None:
-    variant = meta["variants"]["int8"]
-    path = export.out_dir / variant["model_file"]
+    complete = read_metadata(kept(export) / "model_meta.json")
+    assert {k: v for k, v in complete.items() if k != "variants"} == \
+        {k: v for k, v in meta.items() if k != "variants"}
+    variant = complete["variants"]["int8"]
+    path = kept(export) / variant["model_file"]
     assert variant["sha256"] == sha256_file(path) and variant["size_bytes"] == path.stat().st_size
     assert variant["size_bytes"] < (export.out_dir / meta["model_file"]).stat().st_size / 3
     assert 0 < variant["threshold"] <= 1 and "static QDQ" in variant["quantization"]
     assert set(variant["metrics"]) == {"export/test_acc", "export/test_f1_macro"}
-    predictor = Predictor(export.out_dir, variant="int8")
+    predictor = Predictor(kept(export), variant="int8")
     assert predictor.threshold == variant["threshold"]
     predictor.predict_file(export.model.samples["test"][0].path)
 
 
 def test_expected_probabilities_are_the_models_outputs_on_the_fixtures(
         export: SharedExport, meta: dict) -> None:
-    expected = json.loads((export.out_dir / "expected_probabilities.json").read_text())
+    expected = json.loads((export.out_dir.parent / "expected" /
+                           "expected_probabilities.json").read_text())
     assert expected["model_sha256"] == meta["sha256"]
     assert expected["model_file"] == meta["model_file"] and expected["resize"]["size"] == 32
     index = {e["file"]: e for e in read_index(export.fixtures_dir)["fixtures"]}
@@ -221,7 +236,7 @@ def test_export_is_recorded_on_the_version_and_its_run(export: SharedExport,
     assert version.tags["exported_onnx_sha256"] == meta["sha256"]
     assert version.tags["exported_at"].startswith("20")
     logged = {Path(a.path).name for a in client.list_artifacts(export.run_id, EXPORT_ARTIFACT)}
-    assert logged == {p.name for p in export.out_dir.iterdir()}
+    assert logged == {p.name for p in kept(export).iterdir()}
 
 
 def test_no_champion_alias_is_a_clear_error(tmp_path: Path,

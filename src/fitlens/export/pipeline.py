@@ -1,8 +1,13 @@
 """The export stage: a trained bundle in, the app's model assets out, all or nothing.
 
-Order matters: every check (onnx.checker, parity on real photos, the int8 accuracy gate, the
-threshold) runs on files in a staging folder inside ``out_dir``; only when all pass are they
-renamed into place, metadata last. A failed export leaves the previous assets untouched.
+The complete export (ONNX file, int8 variant, metadata, expected outputs) is built and checked in
+a folder of its own (``keep_dir``: the export job's folder): onnx.checker, parity on real photos,
+the int8 accuracy gate, the threshold. Only then is it recorded on the model version and
+*published* into the app's asset folder (``out_dir``), which afterwards holds exactly what the
+app ships: ``model_meta.json`` and the one ONNX file it names. The model file is named by its
+content, so it is copied in first under a name no older export uses, and replacing the metadata
+(atomically) is the single switch: the app and predict see the old export or the new one, never
+half of each. Stale model files and staging left by a killed export are removed afterwards.
 
 The "not sure" threshold is chosen on photos the model did not train on: the out-of-fold
 predictions of a cross-validated refit (``experiment=cv5``), else the run's validation split;
@@ -13,11 +18,12 @@ chose nothing.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +35,7 @@ from fitlens.crossval import read_oof_csv
 from fitlens.data.images import ImageLoadError
 from fitlens.data.splits import SPLITS, Sample, read_split_csv
 from fitlens.export.fixtures import expected_probabilities
-from fitlens.export.metadata import build_metadata, sha256_file, write_metadata
+from fitlens.export.metadata import build_metadata, read_metadata, sha256_file, write_metadata
 from fitlens.export.onnx import (
     ExportError,
     ParityResult,
@@ -72,6 +78,11 @@ class ExportSettings:
 
     out_dir: Path
     fixtures_dir: Path
+    #: Where the complete export is built and kept (None: a temporary folder).
+    keep_dir: Path | None = None
+    #: Where ``expected_probabilities.json`` goes for the app's model test (None: not written
+    #: outside keep_dir); it never ships.
+    expected_dir: Path | None = None
     other_dir: Path | None = None
     data_root: Path | None = None
     reject_root: Path | None = None
@@ -119,6 +130,7 @@ class Judged:
 
 @dataclass(frozen=True)
 class ExportReport:
+    #: The complete export, in ``keep_dir`` (the published copies: :func:`publish`).
     model_path: Path
     meta_path: Path
     expected_path: Path
@@ -141,6 +153,9 @@ class ExportReport:
         extra = [self.int8.path] if self.int8 else []
         return [self.model_path, *extra, self.expected_path, self.meta_path]
 
+    #: Set by :func:`publish`: the app's copies of the metadata and the model.
+    published: tuple[Path, ...] = ()
+
 
 def settings_from(cfg: DictConfig) -> ExportSettings:
     e = cfg.export
@@ -149,7 +164,9 @@ def settings_from(cfg: DictConfig) -> ExportSettings:
         return None if value is None else Path(value)
 
     return ExportSettings(
-        out_dir=Path(e.out_dir), fixtures_dir=Path(e.fixtures_dir), other_dir=path(e.other_dir),
+        out_dir=Path(e.out_dir), fixtures_dir=Path(e.fixtures_dir),
+        keep_dir=Path(cfg.paths.output_dir) / "export", expected_dir=path(e.expected_dir),
+        other_dir=path(e.other_dir),
         data_root=path(e.data_root), reject_root=path(e.reject_root), opset=int(e.opset),
         parity_tol=float(e.parity_tol), quantize=e.quantize, max_drop=float(e.max_drop),
         threshold=ThresholdSettings.from_config(cfg.threshold))
@@ -157,7 +174,7 @@ def settings_from(cfg: DictConfig) -> ExportSettings:
 
 def run(cfg: DictConfig) -> ExportReport:
     """The stage behind ``scripts/export.py``: resolve the version, export it, record the export
-    on the version's run."""
+    on the version (before anything reaches the app), then publish it to the app."""
     e = cfg.export
     settings = settings_from(cfg)
     pinned = e.version is not None or e.run_id is not None
@@ -170,7 +187,7 @@ def run(cfg: DictConfig) -> ExportReport:
                          run_id=resolved.run_id, metrics=resolved.metrics)
     report = export_bundle(resolved.bundle_dir, split, settings, source, resolved.oof_csv)
     record_export(cfg.logger.tracking_uri, resolved, report.files, report.sha256)
-    return report
+    return publish(report, settings)
 
 
 def _relocated(sample: Sample, spec: InputSpec, settings: ExportSettings) -> Path:
@@ -262,39 +279,66 @@ def _parity_photos(splits: dict[str, list[Sample]]) -> list[Sample]:
 def export_bundle(bundle_dir: str | Path, split_csv: Path | None, settings: ExportSettings,
                   source: ModelSource | None = None,
                   oof_csv: Path | None = None) -> ExportReport:
-    """Export the bundle in ``bundle_dir`` into ``settings.out_dir`` (see the module docstring)."""
+    """Build and check the complete export of the bundle in ``bundle_dir`` in
+    ``settings.keep_dir`` (or a temporary folder); nothing reaches the app until
+    :func:`publish`."""
     source = source or ModelSource()
     started = time.perf_counter()
     net, spec, model_cfg = load_bundle(bundle_dir)
-    arch = str(model_cfg.get("name") or model_cfg.backbone._target_).rsplit(".", 1)[-1]
+    arch = model_name(model_cfg)
     splits = load_split(split_csv, spec, settings)
+    keep = settings.keep_dir or Path(tempfile.mkdtemp(prefix="fitlens-export-"))
+    keep.mkdir(parents=True, exist_ok=True)
+    return _export(net, spec, arch, splits, oof_csv, settings, source, keep, started)
+
+
+def model_name(model_cfg: DictConfig) -> str:
+    """``resnet18``, ``efficientnet_lite0``, ... or ``pose_<backbone>`` for a pose model."""
+    backbone = str(model_cfg.backbone._target_).rsplit(".", 1)[-1]
+    net = str((model_cfg.get("net") or {}).get("_target_", ""))
+    return f"pose_{backbone}" if net.endswith("PoseFusionNet") else backbone
+
+
+def publish(report: ExportReport, settings: ExportSettings) -> ExportReport:
+    """Put the export where the app (and predict) read it, in one switch (module docstring):
+    the model file under its content name, then the metadata (without variants: they stay in
+    the kept export), then away with the files of older exports."""
     out_dir = Path(settings.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".export-*"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+    meta = read_metadata(report.meta_path)
+    model = out_dir / meta["model_file"]
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     try:
-        report = _export_staged(net, spec, arch, splits, oof_csv, settings, source, staging,
-                                started)
-        # Models first, metadata last: the app never reads metadata naming a file not yet there.
-        for path in report.files:
-            (staging / path.name).replace(path)
+        shutil.copyfile(report.model_path, staging / model.name)
+        os.chmod(staging / model.name, 0o644)
+        (staging / model.name).replace(model)
+        write_metadata({**meta, "variants": {}}, out_dir / META_FILE)  # the switch
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return report
+    for old in out_dir.iterdir():
+        if old.is_file() and (old.suffix == ".onnx" and old != model or old.name == EXPECTED_FILE):
+            old.unlink()
+    published = (out_dir / META_FILE, model)
+    if settings.expected_dir is not None:
+        settings.expected_dir.mkdir(parents=True, exist_ok=True)
+        write_metadata(read_metadata(report.expected_path),
+                       settings.expected_dir / EXPECTED_FILE)
+    return replace(report, published=published)
 
 
-def _export_staged(net, spec: InputSpec, arch: str, splits: dict[str, list[Sample]],
-                   oof_csv: Path | None, settings: ExportSettings, source: ModelSource,
-                   staging: Path, started: float) -> ExportReport:
-    out_dir = Path(settings.out_dir)
-    model_file = f"fitness_{arch}.onnx"
+def _export(net, spec: InputSpec, arch: str, splits: dict[str, list[Sample]],
+            oof_csv: Path | None, settings: ExportSettings, source: ModelSource, keep: Path,
+            started: float) -> ExportReport:
     seconds: dict[str, float] = {}
 
     t = time.perf_counter()
-    fp32 = staging / model_file
+    fp32 = keep / f"fitness_{arch}.onnx"
     parity = export_onnx(net, fp32, resize=spec.resize, opset=settings.opset,
                          parity_samples=_parity_photos(splits), tolerance=settings.parity_tol)
     seconds["export_and_verify"] = time.perf_counter() - t
-    log.info("%s: parity on %d photos, max |dp| = %.2g", model_file, parity.images,
+    log.info("%s: parity on %d photos, max |dp| = %.2g", fp32.name, parity.images,
              parity.max_abs_diff)
 
     t = time.perf_counter()
@@ -316,13 +360,16 @@ def _export_staged(net, spec: InputSpec, arch: str, splits: dict[str, list[Sampl
     variants: dict[str, dict] = {}
     if settings.quantize == "int8":
         t = time.perf_counter()
-        int8, variants["int8"] = _int8(fp32, staging / f"fitness_{arch}_int8.onnx", spec, splits,
-                                       chosen_on, choice, settings, out_dir)
+        int8, variants["int8"] = _int8(fp32, keep / f"fitness_{arch}_int8.onnx", spec, splits,
+                                       choice, settings)
         seconds["quantize"] = time.perf_counter() - t
 
-    expected = expected_probabilities(fp32, settings.fixtures_dir, spec.resize)
-    write_metadata(expected, staging / EXPECTED_FILE)
+    # Named by content: a published file never has the name of another export's model.
     sha256 = sha256_file(fp32)
+    model_file = f"fitness_{arch}-{sha256[:12]}.onnx"
+    fp32 = fp32.replace(keep / model_file)
+    expected = expected_probabilities(fp32, settings.fixtures_dir, spec.resize)
+    write_metadata(expected, keep / EXPECTED_FILE)
     opset = file_opset(fp32)
     meta = build_metadata(
         spec, model_file=model_file, model_name=arch, sha256=sha256, opset=opset,
@@ -331,18 +378,17 @@ def _export_staged(net, spec: InputSpec, arch: str, splits: dict[str, list[Sampl
         metrics=_metrics(source, test, choice, held_out), variants=variants,
         pose_outputs=getattr(net, "has_pose_outputs", False),
         operating_point=_operating_point_meta(choice, held_out))
-    write_metadata(meta, staging / META_FILE)
+    write_metadata(meta, keep / META_FILE)
     seconds["total"] = time.perf_counter() - started
     return ExportReport(
-        model_path=out_dir / model_file, meta_path=out_dir / META_FILE,
-        expected_path=out_dir / EXPECTED_FILE, sha256=sha256, size_bytes=fp32.stat().st_size,
+        model_path=fp32, meta_path=keep / META_FILE,
+        expected_path=keep / EXPECTED_FILE, sha256=sha256, size_bytes=fp32.stat().st_size,
         opset=opset, parity=parity, test=test, test_images=len(splits["test"]),
         threshold=choice, held_out=held_out, int8=int8, seconds=seconds, source=source)
 
 
 def _int8(fp32: Path, dest: Path, spec: InputSpec, splits: dict[str, list[Sample]],
-          chosen_on: Judged, choice: ThresholdChoice, settings: ExportSettings,
-          out_dir: Path) -> tuple[QuantizeReport, dict]:
+          choice: ThresholdChoice, settings: ExportSettings) -> tuple[QuantizeReport, dict]:
     """A static int8 variant, calibrated on training photos and gated on the drop in known-class
     scores against fp32 on the held-out photos (the test split; training photos for a refit,
     where only the drop, not the level, is meaningful)."""
@@ -354,7 +400,7 @@ def _int8(fp32: Path, dest: Path, spec: InputSpec, splits: dict[str, list[Sample
     fp32_scores = scores(fp32_judged.probs, fp32_judged.labels, spec.num_classes)
     int8_scores = scores(int8_judged.probs, int8_judged.labels, spec.num_classes)
     check_drop(fp32_scores, int8_scores, settings.max_drop, dest.name)
-    report = QuantizeReport(path=out_dir / dest.name, fp32_bytes=fp32.stat().st_size,
+    report = QuantizeReport(path=dest, fp32_bytes=fp32.stat().st_size,
                             int8_bytes=dest.stat().st_size, fp32=fp32_scores, int8=int8_scores,
                             test_images=len(checked_on), calibration_images=len(calibration),
                             max_drop=settings.max_drop)
@@ -432,5 +478,7 @@ def summary_rows(report: ExportReport) -> list[tuple[str, str]]:
                              f"{q.int8.f1_macro:.3f} on {q.test_images} photos "
                              f"(max drop {q.max_drop:g})"))
     rows.append(("seconds", ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())))
-    rows.append(("metadata", str(report.meta_path)))
+    rows.append(("complete export", str(report.meta_path.parent)))
+    for path in report.published:
+        rows.append(("app asset", str(path)))
     return rows
