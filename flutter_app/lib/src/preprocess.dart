@@ -1,30 +1,34 @@
 /// The model input, computed exactly as training and export compute it in Python
-/// (`fitlens.data.images.preprocess`). Pure Dart with no Flutter imports, so it runs in the
-/// inference isolate and in plain unit tests.
+/// (`fitlens.data.images.preprocess` = `load_rgb` then `fit_to_input`). Pure Dart with no Flutter
+/// imports, so it runs in a background isolate and in plain unit tests.
 ///
 /// The steps, each matching its Python counterpart:
 ///
 /// 1. Decode with package:image and apply the EXIF orientation (PIL's `exif_transpose`).
 ///    package:image's JPEG decoder already bakes the orientation in and drops the tag;
-///    `bakeOrientation` covers formats that keep it.
+///    `bakeOrientation` covers PNG and WebP, which keep it.
 /// 2. Any format to 8-bit RGB, transparent pixels composited over white with Pillow's own
 ///    integer formula ([compositeOverWhite]), palettes and greyscale expanded.
-/// 3. Resize straight to size x size exactly as Pillow's `Image.resize((size, size), BILINEAR)`
-///    does for 8-bit RGB ([resizeBilinearLikePillow]). package:image's `copyResize` is not
-///    used: its bilinear samples 2x2 neighbours and does not widen the filter when shrinking,
-///    so a 12 MP photo would come out aliased and different from what the model was trained on.
-/// 4. Divide by 255 into float32, planar CHW, shape [1, 3, size, size] ([toChwFloat]).
+/// 3. When the long side is over the metadata's `max_side`: Pillow's `Image.reduce(k)`,
+///    k = ceil(long side / max_side) ([reduceLikePillow]), right after decoding, so the
+///    full-size pixels are dropped before anything else runs.
+/// 4. Stretch to size x size, or letterbox (long side to size, centred on a canvas of the fill
+///    colour) exactly as Pillow's `Image.resize(..., BILINEAR)` does for 8-bit RGB
+///    ([resizeBilinearLikePillow], [fitToInput]). package:image's `copyResize` is not used: its
+///    bilinear does not widen the filter when shrinking, so it would alias.
+/// 5. Divide by 255 into float32, planar CHW, shape [1, 3, size, size] ([toChwFloat]).
 ///    Normalisation (mean/std) is inside the model.
 ///
 /// `test/preprocess_test.dart` compares the result with tensors Python wrote for the golden
 /// fixtures; `tests/test_app_preprocess_port.py` runs this algorithm, ported line by line to
-/// numpy, against Pillow itself.
+/// numpy, against Pillow itself (resize, reduce, letterbox, compositing).
 ///
 /// Known differences from Pillow that the fixtures do not cover: 4:2:0 JPEGs (package:image
 /// repeats chroma samples, libjpeg interpolates them, so colour edges differ by a few levels),
-/// CMYK JPEGs, 16-bit PNGs (8-bit rounding may differ by one level) and HEIC (not decodable).
+/// CMYK JPEGs and 16-bit PNGs (8-bit rounding may differ by one level).
 library;
 
+import 'dart:io';
 import 'dart:typed_data';
 
 import 'package:image/image.dart' as img;
@@ -32,15 +36,77 @@ import 'package:image/image.dart' as img;
 /// Decompression-bomb guard, as `fitlens.data.images.DEFAULT_MAX_PIXELS`.
 const int defaultMaxPixels = 64000000;
 
-/// The bytes are not an image this app can use; [message] says why.
-class ImageDecodeException implements Exception {
-  const ImageDecodeException(this.message);
+/// Why a photo could not be used: each kind has its own text for the user.
+enum ImageProblem {
+  /// Not a format package:image decodes (HEIC, for one): the phone's own decoder may still read it.
+  unsupportedFormat,
 
+  /// Over [defaultMaxPixels].
+  tooLarge,
+
+  /// Truncated or damaged.
+  corrupt,
+}
+
+/// The bytes are not an image this app can use; [message] says why (for logs, in English).
+class ImageDecodeException implements Exception {
+  const ImageDecodeException(this.problem, this.message);
+
+  final ImageProblem problem;
   final String message;
 
   @override
   String toString() => message;
 }
+
+enum ResizeMode { stretch, letterbox }
+
+/// How a decoded photo becomes the square model input: `input.size` and `input.resize` of
+/// model_meta.json (`fitlens.contract.Resize` in Python).
+class InputGeometry {
+  const InputGeometry({
+    required this.size,
+    required this.mode,
+    required this.fill,
+    required this.maxSide,
+  });
+
+  final int size;
+  final ResizeMode mode;
+
+  /// Letterbox padding, 8-bit RGB.
+  final List<int> fill;
+
+  /// Photos whose long side is larger are reduced by a whole factor first; null: never
+  /// (schema-1 models).
+  final int? maxSide;
+
+  List<int> get inputShape => [1, 3, size, size];
+
+  /// The whole factor a [width] x [height] photo is reduced by first (1: not at all).
+  int reduceFactor(int width, int height) {
+    final side = maxSide;
+    if (side == null) {
+      return 1;
+    }
+    final longest = width > height ? width : height;
+    return (longest + side - 1) ~/ side;
+  }
+
+  /// Where a [width] x [height] image lands in the input square: long side to [size], short
+  /// side rounded half up in whole numbers (no float rounding to differ from Python).
+  ({int left, int top, int width, int height}) placement(int width, int height) {
+    if (mode == ResizeMode.stretch) {
+      return (left: 0, top: 0, width: size, height: size);
+    }
+    final longest = width > height ? width : height;
+    final w = _atLeastOne((width * size + longest ~/ 2) ~/ longest);
+    final h = _atLeastOne((height * size + longest ~/ 2) ~/ longest);
+    return (left: (size - w) ~/ 2, top: (size - h) ~/ 2, width: w, height: h);
+  }
+}
+
+int _atLeastOne(int v) => v < 1 ? 1 : v;
 
 /// 8-bit RGB pixels, rows top to bottom, interleaved RGBRGB... like a Pillow "RGB" image.
 class RgbImage {
@@ -52,14 +118,44 @@ class RgbImage {
   final Uint8List pixels;
 }
 
+/// A photo file to the model input: float32 NCHW [1, 3, size, size] in 0..1. Meant for a
+/// background isolate: the file is read there, so the photo's bytes never reach the UI isolate.
+Float32List preprocessFile(String path, InputGeometry geometry) =>
+    preprocessImageBytes(File(path).readAsBytesSync(), geometry);
+
 /// Encoded image bytes to the model input: float32 NCHW [1, 3, size, size] in 0..1.
 Float32List preprocessImageBytes(
   Uint8List encoded,
-  int size, {
+  InputGeometry geometry, {
   int maxPixels = defaultMaxPixels,
-}) {
-  final rgb = decodeRgb(encoded, maxPixels: maxPixels);
-  return toChwFloat(resizeBilinearLikePillow(rgb, size, size));
+}) => toChwFloat(fitToInput(decodeRgb(encoded, maxPixels: maxPixels), geometry));
+
+/// Steps 3 and 4: reduce, then stretch or letterbox to the input square (Python's
+/// `fit_to_input`). Returns 8-bit pixels, as the fixtures store them.
+RgbImage fitToInput(RgbImage rgb, InputGeometry geometry) {
+  final reduced = reduceLikePillow(rgb, geometry.reduceFactor(rgb.width, rgb.height));
+  final place = geometry.placement(reduced.width, reduced.height);
+  final resized = resizeBilinearLikePillow(reduced, place.width, place.height);
+  if (geometry.mode == ResizeMode.stretch) {
+    return resized;
+  }
+  final size = geometry.size;
+  final canvas = Uint8List(size * size * 3);
+  for (var i = 0; i < canvas.length; i += 3) {
+    canvas[i] = geometry.fill[0];
+    canvas[i + 1] = geometry.fill[1];
+    canvas[i + 2] = geometry.fill[2];
+  }
+  final rowBytes = place.width * 3;
+  for (var y = 0; y < place.height; y++) {
+    canvas.setRange(
+      ((place.top + y) * size + place.left) * 3,
+      ((place.top + y) * size + place.left) * 3 + rowBytes,
+      resized.pixels,
+      y * rowBytes,
+    );
+  }
+  return RgbImage(size, size, canvas);
 }
 
 /// Steps 1 and 2: decode, orient and flatten to 8-bit RGB over white.
@@ -70,12 +166,12 @@ RgbImage decodeRgb(Uint8List encoded, {int maxPixels = defaultMaxPixels}) {
   } on ImageDecodeException {
     rethrow;
   } on Exception catch (e) {
-    throw ImageDecodeException('corrupt or truncated image ($e)');
+    throw ImageDecodeException(ImageProblem.corrupt, 'corrupt or truncated image ($e)');
   } on Error catch (e) {
     // The bytes are untrusted: package:image's format sniffing, header parsing and decoders
     // throw Errors on malformed input (RangeError past the end of a truncated file, failed
     // casts, bad state). That is a bad photo, not a bug in the app.
-    throw ImageDecodeException('corrupt or truncated image ($e)');
+    throw ImageDecodeException(ImageProblem.corrupt, 'corrupt or truncated image ($e)');
   }
   final exif = decoded.exif.imageIfd;
   final oriented = exif.hasOrientation && exif.orientation != 1
@@ -89,19 +185,21 @@ img.Image _decode(Uint8List encoded, int maxPixels) {
   final decoder = img.findDecoderForData(encoded);
   if (decoder == null) {
     throw const ImageDecodeException(
-      'not an image this app can decode; expected a JPEG, PNG or WebP file',
+      ImageProblem.unsupportedFormat,
+      'not an image package:image can decode; expected a JPEG, PNG or WebP file',
     );
   }
   final info = decoder.startDecode(encoded);
   if (info != null && info.width * info.height > maxPixels) {
     throw ImageDecodeException(
+      ImageProblem.tooLarge,
       '${info.width}x${info.height} pixels is over the limit of $maxPixels '
       '(decompression-bomb guard); downscale the image first',
     );
   }
   final decoded = decoder.decode(encoded, frame: 0);
   if (decoded == null) {
-    throw const ImageDecodeException('corrupt or truncated image');
+    throw const ImageDecodeException(ImageProblem.corrupt, 'corrupt or truncated image');
   }
   return decoded;
 }
@@ -116,6 +214,11 @@ RgbImage _toRgb(img.Image image) {
   final rgba = image
       .convert(format: img.Format.uint8, numChannels: 4, noAnimation: true)
       .getBytes(order: img.ChannelOrder.rgba);
+  return rgbaOverWhite(rgba, width, height);
+}
+
+/// Interleaved 8-bit RGBA (straight alpha) to RGB composited over white.
+RgbImage rgbaOverWhite(Uint8List rgba, int width, int height) {
   final rgb = Uint8List(width * height * 3);
   for (var i = 0, j = 0; i < rgb.length; i += 3, j += 4) {
     final alpha = rgba[j + 3];
@@ -137,6 +240,55 @@ int compositeOverWhite(int value, int alpha) {
   final coef2 = 255 * (1 << precisionBits) - coef1;
   final tmp = value * coef1 + 255 * coef2 + (0x80 << precisionBits);
   return (((tmp >> 8) + tmp) >> 8) >> precisionBits;
+}
+
+/// Step 3: Pillow's `Image.reduce(factor)` for 8-bit RGB, bit for bit (libImaging/Reduce.c).
+/// Each output pixel is the sum of its factor x factor block (cut short at the right and bottom
+/// edges) plus half the block's pixel count, times the block's fixed-point reciprocal, >> 24.
+RgbImage reduceLikePillow(RgbImage src, int factor) {
+  if (factor == 1) {
+    return src;
+  }
+  final outWidth = (src.width + factor - 1) ~/ factor;
+  final outHeight = (src.height + factor - 1) ~/ factor;
+  final stride = src.width * 3;
+  final inPixels = src.pixels;
+  final out = Uint8List(outWidth * outHeight * 3);
+  for (var oy = 0; oy < outHeight; oy++) {
+    final y0 = oy * factor;
+    final y1 = y0 + factor < src.height ? y0 + factor : src.height;
+    for (var ox = 0; ox < outWidth; ox++) {
+      final x0 = ox * factor;
+      final x1 = x0 + factor < src.width ? x0 + factor : src.width;
+      final count = (y1 - y0) * (x1 - x0);
+      var s0 = count ~/ 2;
+      var s1 = s0;
+      var s2 = s0;
+      for (var y = y0; y < y1; y++) {
+        for (var p = y * stride + x0 * 3; p < y * stride + x1 * 3; p += 3) {
+          s0 += inPixels[p];
+          s1 += inPixels[p + 1];
+          s2 += inPixels[p + 2];
+        }
+      }
+      final multiplier = _reduceMultiplier(count);
+      final o = (oy * outWidth + ox) * 3;
+      out[o] = (s0 * multiplier) >> 24;
+      out[o + 1] = (s1 * multiplier) >> 24;
+      out[o + 2] = (s2 * multiplier) >> 24;
+    }
+  }
+  return RgbImage(outWidth, outHeight, out);
+}
+
+final Float32List _float32 = Float32List(1);
+
+/// Reduce.c's `division_UINT32(count, 8)`: 2^32 / (256 * count) divided in C `float`, then
+/// truncated. Dart divides in double and rounds to float32 here; the Python twin shows the two
+/// agree for every block of up to 131072 pixels.
+int _reduceMultiplier(int count) {
+  _float32[0] = 4294967296.0 / (256 * count);
+  return _float32[0].toInt();
 }
 
 // Pillow's Resample.c, 8 bits per channel, ported literally:
@@ -274,7 +426,7 @@ RgbImage _resampleVertical(RgbImage src, int outHeight, _Coefficients c) {
   return RgbImage(src.width, outHeight, out);
 }
 
-/// Step 3: Pillow's `Image.resize((width, height), Image.BILINEAR)` for an 8-bit RGB image,
+/// Step 4: Pillow's `Image.resize((width, height), Image.BILINEAR)` for an 8-bit RGB image,
 /// bit for bit. A pass whose size does not change is skipped, as Pillow skips it.
 ///
 /// Pass order, as Pillow 13's ImagingResampleInner chooses it: vertical first when the height
@@ -297,7 +449,7 @@ RgbImage resizeBilinearLikePillow(RgbImage src, int width, int height) {
   return out;
 }
 
-/// Step 4: interleaved 8-bit RGB to planar float32 in 0..1, i.e. the [1, 3, h, w] tensor's data.
+/// Step 5: interleaved 8-bit RGB to planar float32 in 0..1, i.e. the [1, 3, h, w] tensor's data.
 /// v / 255 in double, then rounded to float32, equals numpy's float32(v) / float32(255).
 Float32List toChwFloat(RgbImage image) {
   final plane = image.width * image.height;

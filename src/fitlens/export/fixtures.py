@@ -1,8 +1,10 @@
 """Golden preprocessing fixtures for the app, independent of any trained model.
 
 Each fixture is a small image that exercises one decoding path (plain JPEG, EXIF-rotated JPEG,
-alpha, palette, palette with per-entry transparency, greyscale) plus the exact float32 tensors
+alpha, palette, palette with per-entry transparency, greyscale) plus the exact tensors
 :func:`fitlens.data.images.preprocess` makes of it, one per resize mode (stretch, letterbox).
+Every value of such a tensor is ``float32(level) / float32(255)`` for an 8-bit level, so the
+levels are stored (uint8, planar CHW): a quarter of the bytes of float32, the same tensor.
 The Flutter app's Dart preprocessing must reproduce those tensors
 (``flutter_app/test/preprocess_test.dart``); a Python test recomputes them, so a change to the
 Python preprocessing shows up as a fixture diff, not as a silent app mismatch.
@@ -38,10 +40,20 @@ FIXTURE_SIZE = 224
 #: Small enough that the photo and the wide greyscale fixture take the reduce step.
 FIXTURE_MAX_SIDE = 300
 FIXTURE_FILL = (114, 114, 114)
-#: Dart's JPEG decoder (package:image) rounds its IDCT/colour conversion differently from
-#: libjpeg-turbo; PNG decoding is lossless, so only float rounding is allowed there.
-JPEG_TOLERANCE = 2 / 255
-PNG_TOLERANCE = 1 / 255
+#: How many 8-bit levels the app's tensor may differ from Python's, per fixture kind.
+#: PNG decoding is lossless and the app's resize is a bit-exact port (tests/test_app_preprocess_port
+#: proves it), so PNG fixtures must match exactly. JPEG decoders differ; package:image (the app's)
+#: documents its own arithmetic in its source: a 12-bit fixed-point IDCT ported from poppler
+#: (libjpeg-turbo, Pillow's decoder, uses a 13-bit one) and YCbCr -> RGB with 8-bit fixed-point
+#: constants (359, 88, 183, 454 / 256; libjpeg-turbo: 16-bit). The colour step alone differs by at
+#: most 1 level; with the IDCTs' usual +-1 on each of Y, Cb and Cr it differs by at most 3 (R, G)
+#: and 4 (B) levels, over every (Y, Cb, Cr) (tests/test_app_preprocess_port.py checks this).
+#: Reduce, resize and letterbox average with non-negative weights, so they never widen the gap.
+#: The fixtures are 4:4:4, so chroma upsampling (nearest in package:image, "fancy" in
+#: libjpeg-turbo) does not enter; 4:2:0 photos differ more, which is why the exact checks are PNG.
+JPEG_MAX_LEVEL_DIFF = 4
+PNG_MAX_LEVEL_DIFF = 0
+TENSOR_SUFFIX = ".u8"
 #: Model outputs on identical tensors may differ by kernel rounding between runtimes.
 PROBABILITY_ATOL = 1e-4
 #: Photos (relative to the data root, ``<class>/<file>``) the two JPEG fixtures are cut from.
@@ -148,41 +160,48 @@ def write_images(out_dir: Path, data_root: Path) -> None:
 
 
 def _tensor_file(name: str, mode: str) -> str:
-    return f"{Path(name).stem}.{mode}.f32"
+    return f"{Path(name).stem}.{mode}{TENSOR_SUFFIX}"
+
+
+def _levels(tensor: np.ndarray, image: Path) -> np.ndarray:
+    """The 8-bit levels behind a ``[1, 3, H, W]`` model input; refuses a tensor that is not one."""
+    levels = np.rint(tensor[0] * 255).astype(np.uint8)
+    if not np.array_equal(levels.astype(np.float32) / np.float32(255), tensor[0]):
+        raise ValueError(f"{image}: the preprocessed tensor is not level / 255 everywhere; the "
+                         "fixtures store 8-bit levels, so preprocess must end in to_chw_float")
+    return levels
 
 
 def build_index(fixtures_dir: Path, size: int = FIXTURE_SIZE) -> dict[str, Any]:
-    """Write each image's tensor for every resize mode; return the index (``fixtures.json``)."""
+    """Write each image's tensor levels for every resize mode; return the index
+    (``fixtures.json``)."""
     resizes = fixture_resizes(size)
     entries = []
     for name, (notes, _) in FIXTURES.items():
         image = fixtures_dir / name
         tensors = {}
         for mode, resize in resizes.items():
-            tensor = preprocess(image, resize).astype("<f4")
-            (fixtures_dir / _tensor_file(name, mode)).write_bytes(tensor.tobytes())
-            tensors[mode] = {"file": _tensor_file(name, mode),
-                             "sha256": sha256_file(fixtures_dir / _tensor_file(name, mode))}
+            path = fixtures_dir / _tensor_file(name, mode)
+            path.write_bytes(_levels(preprocess(image, resize), image).tobytes())
+            tensors[mode] = {"file": path.name, "sha256": sha256_file(path)}
         is_jpeg = image.suffix.lower() in (".jpg", ".jpeg")
         entries.append({
             "file": name,
             "tensors": tensors,
             "shape": [1, 3, size, size],
-            "dtype": "float32",
             "sha256": sha256_file(image),
-            "max_abs_diff": JPEG_TOLERANCE if is_jpeg else PNG_TOLERANCE,
+            "max_level_diff": JPEG_MAX_LEVEL_DIFF if is_jpeg else PNG_MAX_LEVEL_DIFF,
             "notes": notes,
         })
     return {
-        "schema_version": 2,
+        "schema_version": 3,
         "size": size,
         "resize": {mode: {"mode": r.mode, "fill": list(r.fill), "max_side": r.max_side}
                    for mode, r in resizes.items()},
         "layout": FIXED_INPUT["layout"],
         "color": FIXED_INPUT["color"],
         "scale": FIXED_INPUT["scale"],
-        "dtype": "float32",
-        "byte_order": "little",
+        "storage": "uint8 levels, planar CHW; the model input is float32(level) / float32(255)",
         "fixtures": entries,
     }
 
@@ -229,9 +248,15 @@ def read_index(fixtures_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def load_tensor(fixtures_dir: Path, entry: dict[str, Any], mode: str) -> np.ndarray:
+def load_levels(fixtures_dir: Path, entry: dict[str, Any], mode: str) -> np.ndarray:
+    """A fixture's committed 8-bit levels, ``[1, 3, size, size]`` uint8."""
     data = (fixtures_dir / entry["tensors"][mode]["file"]).read_bytes()
-    return np.frombuffer(data, dtype="<f4").reshape(entry["shape"]).astype(np.float32)
+    return np.frombuffer(data, dtype=np.uint8).reshape(entry["shape"])
+
+
+def load_tensor(fixtures_dir: Path, entry: dict[str, Any], mode: str) -> np.ndarray:
+    """A fixture's model input, ``[1, 3, size, size]`` float32, as preprocess computes it."""
+    return load_levels(fixtures_dir, entry, mode).astype(np.float32) / np.float32(255)
 
 
 def expected_probabilities(onnx_path: str | Path, fixtures_dir: str | Path,

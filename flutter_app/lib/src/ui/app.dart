@@ -1,4 +1,5 @@
-/// The app shell: localisation, theme, and the start-up gate that loads the model once.
+/// The app shell: localisation, light and dark theme, and the start-up gate that loads the
+/// model once.
 library;
 
 import 'package:fitlens_app/l10n/gen/app_localizations.dart';
@@ -6,30 +7,40 @@ import 'package:flutter/material.dart';
 import 'package:flutter/services.dart';
 
 import '../app_services.dart';
+import '../photo_source.dart';
 import 'error_screen.dart';
 import 'home_screen.dart';
 
 class FitlensApp extends StatelessWidget {
-  const FitlensApp({super.key});
+  const FitlensApp({super.key, required this.load, required this.photos});
+
+  /// Production: `() => AppServices.load(rootBundle)`; tests pass a fake.
+  final Future<AppServices> Function() load;
+  final PhotoSource photos;
+
+  static FitlensApp production() =>
+      FitlensApp(load: () => AppServices.load(rootBundle), photos: PickerPhotoSource());
 
   @override
   Widget build(BuildContext context) {
     return MaterialApp(
       onGenerateTitle: (context) => AppLocalizations.of(context).appTitle,
       theme: ThemeData(colorSchemeSeed: Colors.teal),
+      darkTheme: ThemeData(colorSchemeSeed: Colors.teal, brightness: Brightness.dark),
       localizationsDelegates: AppLocalizations.localizationsDelegates,
       supportedLocales: AppLocalizations.supportedLocales,
-      home: StartupGate(bundle: rootBundle),
+      home: StartupGate(load: load, photos: photos),
     );
   }
 }
 
-/// Loads [AppServices] once, then shows the home screen, or the error screen if the exported
-/// model is missing or does not fit the app.
+/// Loads [AppServices] once, then shows the home screen, or the error screen if the model is
+/// missing, damaged or does not fit the app.
 class StartupGate extends StatefulWidget {
-  const StartupGate({super.key, required this.bundle});
+  const StartupGate({super.key, required this.load, required this.photos});
 
-  final AssetBundle bundle;
+  final Future<AppServices> Function() load;
+  final PhotoSource photos;
 
   @override
   State<StartupGate> createState() => _StartupGateState();
@@ -42,13 +53,13 @@ class _StartupGateState extends State<StartupGate> {
   @override
   void initState() {
     super.initState();
-    _services = AppServices.load(widget.bundle);
+    _services = widget.load();
     _services.then<void>(
       (services) {
         if (mounted) {
           _loaded = services;
         } else {
-          // Disposed while loading: nobody will dispose it later, so stop the isolate now.
+          // Disposed while loading: nobody will close the session later, so close it now.
           services.dispose();
         }
       },
@@ -68,14 +79,14 @@ class _StartupGateState extends State<StartupGate> {
     return FutureBuilder<AppServices>(
       future: _services,
       builder: (context, snapshot) {
-        final services = snapshot.data;
         if (snapshot.hasError) {
-          return ErrorScreen(message: '${snapshot.error}');
+          return ErrorScreen(details: '${snapshot.error}');
         }
+        final services = snapshot.data;
         if (services == null) {
           return const _LoadingScreen();
         }
-        return HomeScreen(services: services);
+        return HomeScreen(services: services, photos: widget.photos);
       },
     );
   }
@@ -88,13 +99,16 @@ class _LoadingScreen extends StatelessWidget {
   Widget build(BuildContext context) {
     return Scaffold(
       body: Center(
-        child: Column(
-          mainAxisSize: MainAxisSize.min,
-          children: [
-            const CircularProgressIndicator(),
-            const SizedBox(height: 16),
-            Text(AppLocalizations.of(context).loadingModel),
-          ],
+        child: Semantics(
+          liveRegion: true,
+          child: Column(
+            mainAxisSize: MainAxisSize.min,
+            children: [
+              const CircularProgressIndicator(),
+              const SizedBox(height: 16),
+              Text(AppLocalizations.of(context).loadingModel),
+            ],
+          ),
         ),
       ),
     );

@@ -1,12 +1,13 @@
 import 'package:fitlens_app/l10n/gen/app_localizations.dart';
 import 'package:flutter/material.dart';
 
-/// Shown instead of the app when model_meta.json or the model is missing or wrong: the
-/// validator's message says which file and field, the hint says how to fix it.
+/// Shown instead of the app when the model cannot start: what it means for the user, in their
+/// language, with the validator's English message (file, field, fix) behind "Technical details"
+/// for a bug report.
 class ErrorScreen extends StatelessWidget {
-  const ErrorScreen({super.key, required this.message});
+  const ErrorScreen({super.key, required this.details});
 
-  final String message;
+  final String details;
 
   @override
   Widget build(BuildContext context) {
@@ -21,11 +22,19 @@ class ErrorScreen extends StatelessWidget {
             children: [
               Icon(Icons.error_outline, size: 48, color: theme.colorScheme.error),
               const SizedBox(height: 16),
-              Text(l10n.modelErrorTitle, style: theme.textTheme.headlineSmall),
+              Semantics(
+                header: true,
+                liveRegion: true,
+                child: Text(l10n.modelErrorTitle, style: theme.textTheme.headlineSmall),
+              ),
               const SizedBox(height: 16),
-              SelectableText(message, style: theme.textTheme.bodyMedium),
+              Text(l10n.modelErrorBody, style: theme.textTheme.bodyLarge),
               const SizedBox(height: 16),
-              Text(l10n.modelErrorHint, style: theme.textTheme.bodySmall),
+              ExpansionTile(
+                tilePadding: EdgeInsets.zero,
+                title: Text(l10n.technicalDetails),
+                children: [SelectableText(details, style: theme.textTheme.bodySmall)],
+              ),
             ],
           ),
         ),

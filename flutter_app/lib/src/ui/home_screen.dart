@@ -1,46 +1,63 @@
+import 'dart:developer' as developer;
+
 import 'package:fitlens_app/l10n/gen/app_localizations.dart';
 import 'package:flutter/material.dart';
-import 'package:flutter/services.dart';
-import 'package:image_picker/image_picker.dart';
 
 import '../app_services.dart';
-import '../classifier.dart';
+import '../photo_source.dart';
+import 'library_screen.dart';
+import 'messages.dart';
 import 'result_view.dart';
 
 /// Take a photo or pick one; classify it off the UI thread; show the result screen.
 class HomeScreen extends StatefulWidget {
-  const HomeScreen({super.key, required this.services});
+  const HomeScreen({super.key, required this.services, required this.photos});
 
   final AppServices services;
+  final PhotoSource photos;
 
   @override
   State<HomeScreen> createState() => _HomeScreenState();
 }
 
 class _HomeScreenState extends State<HomeScreen> {
-  final ImagePicker _picker = ImagePicker();
   bool _busy = false;
   String? _error;
 
-  Future<void> _classifyFrom(ImageSource source) async {
+  @override
+  void initState() {
+    super.initState();
+    _recover();
+  }
+
+  /// A photo taken just before Android destroyed the activity comes back on the next start.
+  Future<void> _recover() async {
+    try {
+      if (await widget.photos.recoverLost() case final path?) {
+        await _run(() async => path);
+      }
+    } on Exception catch (e) {
+      if (mounted) {
+        _finish(error: failureText(AppLocalizations.of(context), e));
+      }
+    }
+  }
+
+  Future<void> _run(Future<String?> Function() photo) async {
     if (_busy) {
       return; // a second tap before the buttons were replaced by the spinner
     }
-    final l10n = AppLocalizations.of(context);
     setState(() {
       _busy = true;
       _error = null;
     });
     try {
-      // No maxWidth/imageQuality: the picker's own resizing would change the pixels before our
-      // Pillow-exact preprocessing.
-      final file = await _picker.pickImage(source: source);
-      if (file == null) {
+      final path = await photo();
+      if (path == null) {
         _finish();
         return;
       }
-      final bytes = await file.readAsBytes();
-      final prediction = await widget.services.classifier.classify(bytes);
+      final prediction = await widget.services.classifier.classify(path);
       _finish();
       if (!mounted) {
         return;
@@ -48,25 +65,19 @@ class _HomeScreenState extends State<HomeScreen> {
       await Navigator.of(context).push(
         MaterialPageRoute<void>(
           builder: (_) => ResultScreen(
-            image: bytes,
+            photoPath: path,
             prediction: prediction,
             threshold: widget.services.meta.threshold,
             catalog: widget.services.catalog,
           ),
         ),
       );
-    } on ClassifierException catch (e) {
-      _finish(
-        error: e.imageUnreadable
-            ? l10n.imageUnreadable(e.message)
-            : l10n.inferenceFailed(e.message),
-      );
-    } on PlatformException catch (e) {
-      _finish(error: l10n.pickFailed(e.message ?? e.code));
-    } on Exception catch (e) {
-      // E.g. a FileSystemException from readAsBytes. Without this the spinner would stay up
-      // for good: nothing else resets _busy.
-      _finish(error: l10n.imageUnreadable('$e'));
+    } on Exception catch (e, stack) {
+      // Without this the spinner would stay up for good: nothing else resets _busy.
+      developer.log('photo failed', error: e, stackTrace: stack, name: 'fitlens');
+      if (mounted) {
+        _finish(error: failureText(AppLocalizations.of(context), e));
+      }
     }
   }
 
@@ -84,7 +95,23 @@ class _HomeScreenState extends State<HomeScreen> {
     final l10n = AppLocalizations.of(context);
     final theme = Theme.of(context);
     return Scaffold(
-      appBar: AppBar(title: Text(l10n.appTitle)),
+      appBar: AppBar(
+        title: Text(l10n.appTitle),
+        actions: [
+          IconButton(
+            icon: const Icon(Icons.menu_book),
+            tooltip: l10n.knownExercises,
+            onPressed: () => Navigator.of(context).push(
+              MaterialPageRoute<void>(
+                builder: (_) => LibraryScreen(
+                  classes: widget.services.meta.classes,
+                  catalog: widget.services.catalog,
+                ),
+              ),
+            ),
+          ),
+        ],
+      ),
       body: SafeArea(
         child: Center(
           child: SingleChildScrollView(
@@ -92,12 +119,17 @@ class _HomeScreenState extends State<HomeScreen> {
             child: Column(
               mainAxisSize: MainAxisSize.min,
               children: [
-                Icon(Icons.fitness_center, size: 72, color: theme.colorScheme.primary),
+                ExcludeSemantics(
+                  child: Icon(Icons.fitness_center, size: 72, color: theme.colorScheme.primary),
+                ),
                 const SizedBox(height: 16),
-                Text(
-                  l10n.homeHeadline,
-                  style: theme.textTheme.headlineSmall,
-                  textAlign: TextAlign.center,
+                Semantics(
+                  header: true,
+                  child: Text(
+                    l10n.homeHeadline,
+                    style: theme.textTheme.headlineSmall,
+                    textAlign: TextAlign.center,
+                  ),
                 ),
                 const SizedBox(height: 8),
                 Text(l10n.homeHint, textAlign: TextAlign.center),
@@ -105,13 +137,16 @@ class _HomeScreenState extends State<HomeScreen> {
                 if (_busy)
                   const _Busy()
                 else
-                  _PickButtons(onPick: _classifyFrom),
+                  _PickButtons(onPick: (origin) => _run(() => widget.photos.pick(origin))),
                 if (_error case final error?) ...[
                   const SizedBox(height: 24),
-                  Text(
-                    error,
-                    style: TextStyle(color: theme.colorScheme.error),
-                    textAlign: TextAlign.center,
+                  Semantics(
+                    liveRegion: true,
+                    child: Text(
+                      error,
+                      style: TextStyle(color: theme.colorScheme.error),
+                      textAlign: TextAlign.center,
+                    ),
                   ),
                 ],
               ],
@@ -126,7 +161,7 @@ class _HomeScreenState extends State<HomeScreen> {
 class _PickButtons extends StatelessWidget {
   const _PickButtons({required this.onPick});
 
-  final ValueChanged<ImageSource> onPick;
+  final ValueChanged<PhotoOrigin> onPick;
 
   @override
   Widget build(BuildContext context) {
@@ -135,13 +170,13 @@ class _PickButtons extends StatelessWidget {
       crossAxisAlignment: CrossAxisAlignment.stretch,
       children: [
         FilledButton.icon(
-          onPressed: () => onPick(ImageSource.camera),
+          onPressed: () => onPick(PhotoOrigin.camera),
           icon: const Icon(Icons.photo_camera),
           label: Text(l10n.takePhoto),
         ),
         const SizedBox(height: 12),
         OutlinedButton.icon(
-          onPressed: () => onPick(ImageSource.gallery),
+          onPressed: () => onPick(PhotoOrigin.gallery),
           icon: const Icon(Icons.photo_library),
           label: Text(l10n.pickFromGallery),
         ),
@@ -155,12 +190,15 @@ class _Busy extends StatelessWidget {
 
   @override
   Widget build(BuildContext context) {
-    return Column(
-      children: [
-        const CircularProgressIndicator(),
-        const SizedBox(height: 12),
-        Text(AppLocalizations.of(context).analysing),
-      ],
+    return Semantics(
+      liveRegion: true,
+      child: Column(
+        children: [
+          const CircularProgressIndicator(),
+          const SizedBox(height: 12),
+          Text(AppLocalizations.of(context).analysing),
+        ],
+      ),
     );
   }
 }

@@ -1,15 +1,21 @@
-/// The result of one photo: the photo, the exercise (or "not sure"), the top 3, guidance in the
-/// phone's language and a debug timing line.
+/// The result of one photo: the photo, one of the three answers, the best-scoring known
+/// exercises, guidance in the phone's language, and "another photo".
 library;
 
-import 'dart:typed_data';
+import 'dart:io';
 
 import 'package:fitlens_app/l10n/gen/app_localizations.dart';
+import 'package:flutter/foundation.dart' show kDebugMode;
 import 'package:flutter/material.dart';
 import 'package:intl/intl.dart';
 
 import '../classifier.dart';
+import '../decision.dart';
 import '../exercise_info.dart';
+import 'exercise_card.dart';
+
+/// Height of the photo preview, logical pixels.
+const double previewHeight = 240;
 
 class ResultScreen extends StatelessWidget {
   const ResultScreen({
@@ -17,13 +23,13 @@ class ResultScreen extends StatelessWidget {
     required this.prediction,
     required this.threshold,
     required this.catalog,
-    this.image,
+    this.photoPath,
   });
 
   final Prediction prediction;
   final double threshold;
   final ExerciseCatalog catalog;
-  final Uint8List? image;
+  final String? photoPath;
 
   @override
   Widget build(BuildContext context) {
@@ -33,7 +39,8 @@ class ResultScreen extends StatelessWidget {
         prediction: prediction,
         threshold: threshold,
         catalog: catalog,
-        image: image,
+        photoPath: photoPath,
+        onAnotherPhoto: () => Navigator.of(context).maybePop(),
       ),
     );
   }
@@ -45,7 +52,8 @@ class ResultView extends StatelessWidget {
     required this.prediction,
     required this.threshold,
     required this.catalog,
-    this.image,
+    required this.onAnotherPhoto,
+    this.photoPath,
   });
 
   final Prediction prediction;
@@ -53,32 +61,61 @@ class ResultView extends StatelessWidget {
   /// From model_meta.json: below it the app does not name an exercise.
   final double threshold;
   final ExerciseCatalog catalog;
-  final Uint8List? image;
+  final VoidCallback onAnotherPhoto;
+  final String? photoPath;
 
   @override
   Widget build(BuildContext context) {
+    final l10n = AppLocalizations.of(context);
     final language = Localizations.localeOf(context).languageCode;
-    final best = prediction.best;
-    final confident = prediction.isConfident(threshold);
-    final info = catalog.lookup(best.label, language);
+    final decision = prediction.decision;
     String nameOf(String label) => catalog.displayName(label, language);
+    final info = decision.answer == Answer.exercise
+        ? catalog.lookup(decision.top.label, language)
+        : null;
     return SingleChildScrollView(
       padding: const EdgeInsets.all(16),
       child: Column(
         crossAxisAlignment: CrossAxisAlignment.stretch,
         children: [
-          if (image case final bytes?) _Photo(bytes: bytes),
-          if (confident)
-            _TopExercise(name: nameOf(best.label), probability: best.probability)
-          else
-            _NotSure(
-              bestGuess: nameOf(best.label),
-              probability: best.probability,
-              threshold: threshold,
+          if (photoPath case final path?) _Photo(path: path),
+          Semantics(
+            liveRegion: true,
+            child: switch (decision.answer) {
+              Answer.exercise => _Exercise(
+                name: nameOf(decision.top.label),
+                probability: decision.top.probability,
+              ),
+              Answer.notSure => _Notice(
+                title: l10n.notSure,
+                text: l10n.notSureHint(formatPercent(context, threshold)),
+              ),
+              Answer.unknown => _Notice(title: l10n.unknownTitle, text: l10n.unknownHint),
+            },
+          ),
+          if (decision.answer != Answer.unknown)
+            _BestKnown(
+              title: decision.answer == Answer.exercise ? l10n.topThree : l10n.bestGuesses,
+              scores: decision.bestKnown,
+              nameOf: nameOf,
             ),
-          _TopPredictions(scores: prediction.top, nameOf: nameOf),
-          if (confident && info != null) ExerciseInfoCard(info: info),
-          _DebugLine(prediction: prediction),
+          if (info != null) Card(child: ExerciseDetails(info: info)),
+          const SizedBox(height: 8),
+          FilledButton.icon(
+            onPressed: onAnotherPhoto,
+            icon: const Icon(Icons.add_a_photo),
+            label: Text(l10n.anotherPhoto),
+          ),
+          // Timing is for developers: never in a release build.
+          if (kDebugMode)
+            Padding(
+              padding: const EdgeInsets.only(top: 12),
+              child: Text(
+                l10n.debugTiming(prediction.inferenceMs, prediction.preprocessMs),
+                style: Theme.of(context).textTheme.bodySmall,
+                textAlign: TextAlign.center,
+              ),
+            ),
         ],
       ),
     );
@@ -89,24 +126,36 @@ String formatPercent(BuildContext context, double value) =>
     NumberFormat.percentPattern(AppLocalizations.of(context).localeName).format(value);
 
 class _Photo extends StatelessWidget {
-  const _Photo({required this.bytes});
+  const _Photo({required this.path});
 
-  final Uint8List bytes;
+  final String path;
 
   @override
   Widget build(BuildContext context) {
+    // Decoded at the size it is shown, not at the camera's 12-50 MP.
+    final pixels = (previewHeight * MediaQuery.devicePixelRatioOf(context)).round();
     return Padding(
       padding: const EdgeInsets.only(bottom: 16),
-      child: ClipRRect(
-        borderRadius: BorderRadius.circular(12),
-        child: Image.memory(bytes, height: 240, fit: BoxFit.contain),
+      child: Semantics(
+        image: true,
+        label: AppLocalizations.of(context).photoLabel,
+        child: ClipRRect(
+          borderRadius: BorderRadius.circular(12),
+          child: Image.file(
+            File(path),
+            height: previewHeight,
+            cacheHeight: pixels,
+            fit: BoxFit.contain,
+            excludeFromSemantics: true,
+          ),
+        ),
       ),
     );
   }
 }
 
-class _TopExercise extends StatelessWidget {
-  const _TopExercise({required this.name, required this.probability});
+class _Exercise extends StatelessWidget {
+  const _Exercise({required this.name, required this.probability});
 
   final String name;
   final double probability;
@@ -120,9 +169,9 @@ class _TopExercise extends StatelessWidget {
         child: Column(
           crossAxisAlignment: CrossAxisAlignment.start,
           children: [
-            Text(name, style: theme.textTheme.headlineSmall),
+            Semantics(header: true, child: Text(name, style: theme.textTheme.headlineSmall)),
             const SizedBox(height: 12),
-            LinearProgressIndicator(value: probability, minHeight: 8),
+            ExcludeSemantics(child: LinearProgressIndicator(value: probability, minHeight: 8)),
             const SizedBox(height: 8),
             Text(AppLocalizations.of(context).confidence(formatPercent(context, probability))),
           ],
@@ -132,16 +181,14 @@ class _TopExercise extends StatelessWidget {
   }
 }
 
-class _NotSure extends StatelessWidget {
-  const _NotSure({required this.bestGuess, required this.probability, required this.threshold});
+class _Notice extends StatelessWidget {
+  const _Notice({required this.title, required this.text});
 
-  final String bestGuess;
-  final double probability;
-  final double threshold;
+  final String title;
+  final String text;
 
   @override
   Widget build(BuildContext context) {
-    final l10n = AppLocalizations.of(context);
     final theme = Theme.of(context);
     return Card(
       color: theme.colorScheme.secondaryContainer,
@@ -150,15 +197,9 @@ class _NotSure extends StatelessWidget {
         child: Column(
           crossAxisAlignment: CrossAxisAlignment.start,
           children: [
-            Text(l10n.notSure, style: theme.textTheme.titleLarge),
+            Semantics(header: true, child: Text(title, style: theme.textTheme.titleLarge)),
             const SizedBox(height: 8),
-            Text(
-              l10n.notSureHint(
-                bestGuess,
-                formatPercent(context, probability),
-                formatPercent(context, threshold),
-              ),
-            ),
+            Text(text),
           ],
         ),
       ),
@@ -166,9 +207,10 @@ class _NotSure extends StatelessWidget {
   }
 }
 
-class _TopPredictions extends StatelessWidget {
-  const _TopPredictions({required this.scores, required this.nameOf});
+class _BestKnown extends StatelessWidget {
+  const _BestKnown({required this.title, required this.scores, required this.nameOf});
 
+  final String title;
   final List<ClassScore> scores;
   final String Function(String label) nameOf;
 
@@ -182,82 +224,22 @@ class _TopPredictions extends StatelessWidget {
           children: [
             Padding(
               padding: const EdgeInsets.symmetric(horizontal: 16, vertical: 8),
-              child: Text(
-                AppLocalizations.of(context).topThree,
-                style: Theme.of(context).textTheme.titleMedium,
+              child: Semantics(
+                header: true,
+                child: Text(title, style: Theme.of(context).textTheme.titleMedium),
               ),
             ),
             for (final score in scores)
               ListTile(
                 dense: true,
                 title: Text(nameOf(score.label)),
-                subtitle: LinearProgressIndicator(value: score.probability),
+                subtitle: ExcludeSemantics(
+                  child: LinearProgressIndicator(value: score.probability),
+                ),
                 trailing: Text(formatPercent(context, score.probability)),
               ),
           ],
         ),
-      ),
-    );
-  }
-}
-
-/// Muscles and technique tips for the recognised exercise.
-class ExerciseInfoCard extends StatelessWidget {
-  const ExerciseInfoCard({super.key, required this.info});
-
-  final ExerciseInfo info;
-
-  @override
-  Widget build(BuildContext context) {
-    final l10n = AppLocalizations.of(context);
-    final theme = Theme.of(context);
-    return Card(
-      child: Padding(
-        padding: const EdgeInsets.all(16),
-        child: Column(
-          crossAxisAlignment: CrossAxisAlignment.start,
-          children: [
-            Text(l10n.musclesHeading, style: theme.textTheme.titleMedium),
-            const SizedBox(height: 8),
-            Wrap(
-              spacing: 8,
-              runSpacing: 4,
-              children: [for (final muscle in info.muscles) Chip(label: Text(muscle))],
-            ),
-            const SizedBox(height: 16),
-            Text(l10n.tipsHeading, style: theme.textTheme.titleMedium),
-            const SizedBox(height: 8),
-            for (final tip in info.tips)
-              Padding(
-                padding: const EdgeInsets.only(bottom: 6),
-                child: Row(
-                  crossAxisAlignment: CrossAxisAlignment.start,
-                  children: [
-                    const Text('•  '),
-                    Expanded(child: Text(tip)),
-                  ],
-                ),
-              ),
-          ],
-        ),
-      ),
-    );
-  }
-}
-
-class _DebugLine extends StatelessWidget {
-  const _DebugLine({required this.prediction});
-
-  final Prediction prediction;
-
-  @override
-  Widget build(BuildContext context) {
-    return Padding(
-      padding: const EdgeInsets.only(top: 12),
-      child: Text(
-        AppLocalizations.of(context).debugTiming(prediction.inferenceMs, prediction.preprocessMs),
-        style: Theme.of(context).textTheme.bodySmall,
-        textAlign: TextAlign.center,
       ),
     );
   }
