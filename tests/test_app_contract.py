@@ -13,6 +13,7 @@ import copy
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -353,11 +354,17 @@ def test_start_up_checks_the_model_sha256_before_opening_it() -> None:
     assert "if (digest != meta.sha256)" in store and "throw ModelIntegrityException(" in store
     # The model is looked up by the name the metadata gives, never a typed one.
     assert "meta.modelAsset" in store and "meta.modelFile" in store
-    assert not re.search(r"'[^']*\.onnx'", store)
+    assert not re.search(r"'\w[^']*\.onnx'", store), "a typed model file name"
 
 
-class _Report(SimpleNamespace):
+@dataclass(frozen=True)
+class _Report:
     """The parts of an ExportReport that publish reads."""
+
+    model_path: Path
+    meta_path: Path
+    expected_path: Path
+    published: tuple[Path, ...] = ()
 
 
 def test_pubspec_ships_exactly_what_publish_writes(tmp_path: Path) -> None:

@@ -4,29 +4,49 @@ import 'dart:convert';
 import 'dart:io';
 import 'dart:typed_data';
 
+import 'package:fitlens_app/src/preprocess.dart';
+
 const String fixturesDir = 'test/fixtures';
 
 Map<String, dynamic> readJson(String path) =>
     jsonDecode(File(path).readAsStringSync()) as Map<String, dynamic>;
 
-/// fixtures.json: size, resize rule and one entry per image.
+/// fixtures.json: size, the two resize set-ups and one entry per image.
 Map<String, dynamic> fixtureIndex() => readJson('$fixturesDir/fixtures.json');
 
 List<Map<String, dynamic>> fixtureEntries() =>
     (fixtureIndex()['fixtures'] as List).cast<Map<String, dynamic>>();
 
-/// A raw little-endian float32 file, as numpy's `astype('<f4').tobytes()` writes it.
-Float32List readFloat32(String path) {
-  final bytes = File(path).readAsBytesSync();
-  final data = ByteData.sublistView(bytes);
-  return Float32List.fromList([
-    for (var i = 0; i < bytes.length ~/ 4; i++) data.getFloat32(i * 4, Endian.little),
-  ]);
+/// The geometry the fixtures of [mode] ("stretch" or "letterbox") were made with.
+InputGeometry fixtureGeometry(String mode) {
+  final index = fixtureIndex();
+  final resize = (index['resize'] as Map<String, dynamic>)[mode] as Map<String, dynamic>;
+  return InputGeometry(
+    size: index['size'] as int,
+    mode: ResizeMode.values.byName(resize['mode'] as String),
+    fill: (resize['fill'] as List).cast<int>(),
+    maxSide: resize['max_side'] as int?,
+  );
+}
+
+/// A fixture tensor's 8-bit levels, planar CHW, as Python stored them.
+Uint8List readLevels(String file) => File('$fixturesDir/$file').readAsBytesSync();
+
+/// Interleaved RGB to planar CHW, the fixtures' layout.
+Uint8List toChw(RgbImage image) {
+  final plane = image.width * image.height;
+  final out = Uint8List(3 * plane);
+  for (var i = 0; i < plane; i++) {
+    out[i] = image.pixels[i * 3];
+    out[plane + i] = image.pixels[i * 3 + 1];
+    out[2 * plane + i] = image.pixels[i * 3 + 2];
+  }
+  return out;
 }
 
 /// The largest |a[i] - b[i]| and where it is.
-({double value, int index}) maxAbsDiff(List<double> a, List<double> b) {
-  var worst = (value: 0.0, index: -1);
+({int value, int index}) maxLevelDiff(List<int> a, List<int> b) {
+  var worst = (value: 0, index: -1);
   for (var i = 0; i < a.length; i++) {
     final d = (a[i] - b[i]).abs();
     if (d > worst.value) {
