@@ -33,7 +33,9 @@ from fitlens.export.metadata import (
     APP_MAX_IR_VERSION,
     APP_MAX_OPSET,
     INPUT_NAME,
+    KEYPOINTS_NAME,
     LOGITS_NAME,
+    PERSON_BOX_NAME,
     PROBABILITIES_NAME,
 )
 
@@ -56,7 +58,8 @@ class ParityError(ExportError):
 
 
 class ExportWrapper(nn.Module):
-    """The graph the app runs: contract input -> (logits, softmax probabilities).
+    """The graph the app runs: contract input -> (logits, softmax probabilities), plus the
+    keypoints and person box of a pose model (``net.has_pose_outputs``), for pictures.
 
     Softmax is inside so every consumer reads calibrated probabilities without reimplementing it.
     """
@@ -65,9 +68,22 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if has_pose_outputs(self.net):
+            logits, keypoints, box = self.net.explain(x)
+            return logits, torch.softmax(logits, dim=1), keypoints, box
         logits = self.net(x)
         return logits, torch.softmax(logits, dim=1)
+
+
+def has_pose_outputs(net: nn.Module) -> bool:
+    return bool(getattr(net, "has_pose_outputs", False))
+
+
+def output_names(net: nn.Module) -> list[str]:
+    """The exported graph's outputs, in order."""
+    pose = [KEYPOINTS_NAME, PERSON_BOX_NAME] if has_pose_outputs(net) else []
+    return [LOGITS_NAME, PROBABILITIES_NAME, *pose]
 
 
 @dataclass(frozen=True)
@@ -99,7 +115,7 @@ def _to_onnx(net: nn.Module, size: int, opset: int) -> onnx.ModelProto:
     with torch.no_grad():
         program = torch.onnx.export(
             wrapper, (example,), dynamo=True, opset_version=opset, external_data=False,
-            input_names=[INPUT_NAME], output_names=[LOGITS_NAME, PROBABILITIES_NAME],
+            input_names=[INPUT_NAME], output_names=output_names(net),
             dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
     model = program.model_proto
     # The exporter stamps the newest IR version onnx knows; the graph uses nothing past IR 9
@@ -108,7 +124,8 @@ def _to_onnx(net: nn.Module, size: int, opset: int) -> onnx.ModelProto:
     return model
 
 
-def check_loadable(path: Path, size: int) -> None:
+def check_loadable(path: Path, size: int, outputs_expected: Sequence[str] = (
+        LOGITS_NAME, PROBABILITIES_NAME)) -> None:
     """Refuse a file the app could not load: invalid, too new, not self-contained, wrong I/O."""
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -128,7 +145,7 @@ def check_loadable(path: Path, size: int) -> None:
     session = ort.InferenceSession(path.read_bytes(), providers=["CPUExecutionProvider"])
     inputs = [(i.name, i.shape) for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    expected_outputs = [LOGITS_NAME, PROBABILITIES_NAME]
+    expected_outputs = list(outputs_expected)
     if (len(inputs) != 1 or inputs[0][0] != INPUT_NAME or inputs[0][1][1:] != [3, size, size]
             or isinstance(inputs[0][1][0], int) or outputs != expected_outputs):
         raise ExportError(f"{path}: inputs {inputs}, outputs {outputs}; expected input "
@@ -157,7 +174,7 @@ def export_onnx(net: nn.Module, dest: str | Path, *, resize: Resize, opset: int,
     tmp = Path(tmp_name)
     try:
         onnx.save_model(model, str(tmp), save_as_external_data=False)
-        check_loadable(tmp, size)
+        check_loadable(tmp, size, output_names(net))
         result = check_parity(tmp, net, parity_samples, resize, tolerance=tolerance)
         os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; this is a shared build output
         os.replace(tmp, dest)
@@ -213,7 +230,7 @@ def torch_outputs(net: nn.Module, batch: np.ndarray) -> tuple[np.ndarray, np.nda
     logits, probs = [], []
     with torch.no_grad():
         for start in range(0, len(batch), BATCH):
-            out_logits, out_probs = wrapper(torch.from_numpy(batch[start:start + BATCH]))
+            out_logits, out_probs, *_ = wrapper(torch.from_numpy(batch[start:start + BATCH]))
             logits.append(out_logits.numpy())
             probs.append(out_probs.numpy())
     return np.concatenate(logits), np.concatenate(probs)

@@ -129,7 +129,9 @@ def quantize_int8(fp32_path: str | Path, dest: str | Path, calibration: Sequence
         del model.opset_import[:]
         model.opset_import.extend(kept)
         onnx.save_model(model, str(quantized), save_as_external_data=False)
-        check_loadable(quantized, resize.size)
+        check_loadable(quantized, resize.size,
+                       [o.name for o in onnx.load(str(fp32_path),
+                                                  load_external_data=False).graph.output])
         os.chmod(quantized, 0o644)
         os.replace(quantized, dest)
     return dest

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from fitlens.contract import InputSpec
-from fitlens.models.classifier import ExerciseNet
+from fitlens.models.classifier import ExerciseNet, build
 
 STATE_FILE = "model_state.pt"
 CONFIG_FILE = "model.yaml"
@@ -64,7 +64,8 @@ def build_net(model_cfg: DictConfig, spec: InputSpec) -> tuple[nn.Module, InputS
     backbone = instantiate(model_cfg.backbone, pretrained=False, weights_path=None)
     spec = dataclasses.replace(spec, mean=backbone.mean, std=backbone.std)
     if "net" in model_cfg:
-        net = instantiate(model_cfg.net)(backbone=backbone, num_outputs=spec.num_outputs)
+        pose = instantiate(model_cfg.pose) if "pose" in model_cfg else None
+        net = build(instantiate(model_cfg.net), backbone, spec.num_outputs, pose)
     else:  # bundles written before model.net existed: a CNN with model.dropout
         net = ExerciseNet(backbone, spec.num_outputs, float(model_cfg.get("dropout", 0.0)))
     return net, spec
