@@ -13,9 +13,7 @@ import copy
 import json
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -57,7 +55,7 @@ from fitlens.export.metadata import (
     validate_metadata,
     write_metadata,
 )
-from fitlens.export.pipeline import EXPECTED_FILE, META_FILE, publish
+from fitlens.export.publish import EXPECTED_FILE, META_FILE, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "flutter_app"
@@ -357,16 +355,6 @@ def test_start_up_checks_the_model_sha256_before_opening_it() -> None:
     assert not re.search(r"'\w[^']*\.onnx'", store), "a typed model file name"
 
 
-@dataclass(frozen=True)
-class _Report:
-    """The parts of an ExportReport that publish reads."""
-
-    model_path: Path
-    meta_path: Path
-    expected_path: Path
-    published: tuple[Path, ...] = ()
-
-
 def test_pubspec_ships_exactly_what_publish_writes(tmp_path: Path) -> None:
     # A real publish into a copy of the app's asset folder, over a stale export.
     out = tmp_path / "assets" / "models"
@@ -383,9 +371,7 @@ def test_pubspec_ships_exactly_what_publish_writes(tmp_path: Path) -> None:
                                  "threshold": 0.5}}
     write_metadata(meta, keep / META_FILE)
     write_metadata({"fixtures": []}, keep / EXPECTED_FILE)
-    report = _Report(meta_path=keep / META_FILE, model_path=model,
-                     expected_path=keep / EXPECTED_FILE)
-    publish(report, SimpleNamespace(out_dir=out, expected_dir=tmp_path / "exported"))
+    publish(keep / META_FILE, model, keep / EXPECTED_FILE, out, tmp_path / "exported")
 
     shipped = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
     assert shipped == sorted([META_FILE, model.name, "README.md"])

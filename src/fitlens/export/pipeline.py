@@ -3,11 +3,7 @@
 The complete export (ONNX file, int8 variant, metadata, expected outputs) is built and checked in
 a folder of its own (``keep_dir``: the export job's folder): onnx.checker, parity on real photos,
 the int8 accuracy gate, the threshold. Only then is it recorded on the model version and
-*published* into the app's asset folder (``out_dir``), which afterwards holds exactly what the
-app ships: ``model_meta.json`` and the one ONNX file it names. The model file is named by its
-content, so it is copied in first under a name no older export uses, and replacing the metadata
-(atomically) is the single switch: the app and predict see the old export or the new one, never
-half of each. Stale model files and staging left by a killed export are removed afterwards.
+published into the app's asset folder (:mod:`fitlens.export.publish`: one atomic switch).
 
 The "not sure" threshold is chosen on photos the model did not train on: the out-of-fold
 predictions of a cross-validated refit (``experiment=cv5``), else the run's validation split;
@@ -18,8 +14,6 @@ chose nothing.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -35,7 +29,7 @@ from fitlens.crossval import read_oof_csv
 from fitlens.data.images import ImageLoadError
 from fitlens.data.splits import SPLITS, Sample, read_split_csv
 from fitlens.export.fixtures import expected_probabilities
-from fitlens.export.metadata import build_metadata, read_metadata, sha256_file, write_metadata
+from fitlens.export.metadata import build_metadata, sha256_file, write_metadata
 from fitlens.export.onnx import (
     ExportError,
     ParityResult,
@@ -44,6 +38,7 @@ from fitlens.export.onnx import (
     image_probabilities,
     session_for,
 )
+from fitlens.export.publish import EXPECTED_FILE, META_FILE, publish
 from fitlens.export.quantize import QuantizeReport, Scores, check_drop, quantize_int8, scores
 from fitlens.export.threshold import (
     OperatingPoint,
@@ -65,8 +60,6 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (ExportError, ThresholdError, Che
                                                 RegistryError, TrackingStoreError,
                                                 ImageLoadError, FileNotFoundError, ValueError)
 
-META_FILE = "model_meta.json"
-EXPECTED_FILE = "expected_probabilities.json"
 QUANTIZE_CHOICES = (None, "int8")
 #: Photos the parity check runs on: enough to catch drift, few enough to stay quick.
 PARITY_PHOTOS = 24
@@ -153,7 +146,7 @@ class ExportReport:
         extra = [self.int8.path] if self.int8 else []
         return [self.model_path, *extra, self.expected_path, self.meta_path]
 
-    #: Set by :func:`publish`: the app's copies of the metadata and the model.
+    #: Set by :func:`run`: the app's copies of the metadata and the model.
     published: tuple[Path, ...] = ()
 
 
@@ -187,7 +180,9 @@ def run(cfg: DictConfig) -> ExportReport:
                          run_id=resolved.run_id, metrics=resolved.metrics)
     report = export_bundle(resolved.bundle_dir, split, settings, source, resolved.oof_csv)
     record_export(cfg.logger.tracking_uri, resolved, report.files, report.sha256)
-    return publish(report, settings)
+    return replace(report, published=publish(report.meta_path, report.model_path,
+                                              report.expected_path, settings.out_dir,
+                                              settings.expected_dir))
 
 
 def _relocated(sample: Sample, spec: InputSpec, settings: ExportSettings) -> Path:
@@ -280,8 +275,8 @@ def export_bundle(bundle_dir: str | Path, split_csv: Path | None, settings: Expo
                   source: ModelSource | None = None,
                   oof_csv: Path | None = None) -> ExportReport:
     """Build and check the complete export of the bundle in ``bundle_dir`` in
-    ``settings.keep_dir`` (or a temporary folder); nothing reaches the app until
-    :func:`publish`."""
+    ``settings.keep_dir`` (or a temporary folder); nothing reaches the app until it is
+    published."""
     source = source or ModelSource()
     started = time.perf_counter()
     net, spec, model_cfg = load_bundle(bundle_dir)
@@ -297,35 +292,6 @@ def model_name(model_cfg: DictConfig) -> str:
     backbone = str(model_cfg.backbone._target_).rsplit(".", 1)[-1]
     net = str((model_cfg.get("net") or {}).get("_target_", ""))
     return f"pose_{backbone}" if net.endswith("PoseFusionNet") else backbone
-
-
-def publish(report: ExportReport, settings: ExportSettings) -> ExportReport:
-    """Put the export where the app (and predict) read it, in one switch (module docstring):
-    the model file under its content name, then the metadata (without variants: they stay in
-    the kept export), then away with the files of older exports."""
-    out_dir = Path(settings.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".export-*"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-    meta = read_metadata(report.meta_path)
-    model = out_dir / meta["model_file"]
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
-    try:
-        shutil.copyfile(report.model_path, staging / model.name)
-        os.chmod(staging / model.name, 0o644)
-        (staging / model.name).replace(model)
-        write_metadata({**meta, "variants": {}}, out_dir / META_FILE)  # the switch
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    for old in out_dir.iterdir():
-        if old.is_file() and (old.suffix == ".onnx" and old != model or old.name == EXPECTED_FILE):
-            old.unlink()
-    published = (out_dir / META_FILE, model)
-    if settings.expected_dir is not None:
-        settings.expected_dir.mkdir(parents=True, exist_ok=True)
-        write_metadata(read_metadata(report.expected_path),
-                       settings.expected_dir / EXPECTED_FILE)
-    return replace(report, published=published)
 
 
 def _export(net, spec: InputSpec, arch: str, splits: dict[str, list[Sample]],
