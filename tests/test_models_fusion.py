@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -18,6 +19,7 @@ from fitlens.data.datamodule import spec_of
 from fitlens.data.images import fit_to_input, load_rgb, preprocess, to_chw_float
 from fitlens.data.splits import Sample
 from fitlens.export.onnx import export_onnx
+from fitlens.export.quantize import quantize_int8
 from fitlens.models import backbones
 from fitlens.models.checkpoint import build_net
 from fitlens.models.fusion import BlockStandardize, PoseFusionNet
@@ -162,6 +164,16 @@ def test_the_fusion_graph_exports_and_matches_pytorch(fusion: PoseFusionNet,
     np.testing.assert_allclose(probs, logits.softmax(1).numpy(), atol=1e-4)
     np.testing.assert_allclose(keypoints, kp_torch.numpy(), atol=1e-2)
     np.testing.assert_allclose(box, box_torch.numpy(), atol=1e-2)
+
+    # int8 quantises the CNN only: the pose model's landmarks stay exactly fp32's.
+    int8 = quantize_int8(path, tmp_path / "fusion_int8.onnx", [SQUAT, PULLUP], resize)
+    quantized = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    _, int8_probs, int8_keypoints, int8_box = quantized.run(None, {"input": x})
+    np.testing.assert_array_equal(int8_keypoints, keypoints)
+    np.testing.assert_array_equal(int8_box, box)
+    graph = onnx.load(str(int8))
+    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    assert abs(int8_probs.sum() - 1) < 0.02
 
 
 def test_lbfgs_head_is_the_converged_logistic_regression(tiny_cfg) -> None:
