@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -45,7 +45,13 @@ from fitlens.models.checkpoint import (
 from fitlens.tracking.plots import confusion_png, misclassified_png, per_class_csv
 from fitlens.tracking.provenance import config_params, data_fingerprint, git_state
 from fitlens.tracking.registry import BUNDLE_ARTIFACT, BUNDLE_DIGEST_TAG, log_model
-from fitlens.tracking.store import connect, default_artifact_location, experiment_id
+from fitlens.tracking.store import (
+    TrackingStoreError,
+    connect,
+    default_artifact_location,
+    experiment_id,
+    lost_store,
+)
 from fitlens.tracking.sweep import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
@@ -253,6 +259,7 @@ class Tracker:
                                       or os.environ.get(PARENT_RUN_ENV))
         tracked = TrackedRun(self, active.info.run_id, trainer)
         status = "FAILED"
+        lost: TrackingStoreError | None = None
         try:
             tracked.log_inputs(datamodule, resumed=resumed is not None)
             resume_step = int(resume_from.get("global_step", 0)) if resumed else 0
@@ -265,11 +272,23 @@ class Tracker:
             # Lightning turns Ctrl-C inside fit/test into SystemExit after its graceful stop.
             status = "KILLED"
             raise
+        except MlflowException as exc:
+            lost = lost_store(self.settings.tracking_uri, tracked.run_id, exc,
+                              tracked.last_checkpoint())
+            if lost is None:
+                raise
+            raise lost from exc
         finally:
-            if status != "FINISHED":
-                tracked.log_last_checkpoint()
-            mlflow.end_run(status)
-            log.info("MLflow run %s ended %s", tracked.run_id, status)
+            if lost is None:
+                if status != "FINISHED":
+                    tracked.log_last_checkpoint()
+                mlflow.end_run(status)
+                log.info("MLflow run %s ended %s", tracked.run_id, status)
+            else:
+                # A gone store can take neither the checkpoint nor the status (the error names
+                # the local checkpoint); the attempt only clears this process's active run.
+                with suppress(MlflowException):
+                    mlflow.end_run(status)
 
 
 class TrackedRun:
@@ -296,14 +315,19 @@ class TrackedRun:
         if split_csv and Path(split_csv).is_file():
             self.client.log_artifact(self.run_id, split_csv)
 
+    def last_checkpoint(self) -> str | None:
+        """The checkpoint a resume would start from (None: none saved yet)."""
+        checkpoint = self.trainer.checkpoint_callback
+        path = checkpoint and (checkpoint.last_model_path or checkpoint.best_model_path)
+        return path if path and Path(path).is_file() else None
+
     def log_last_checkpoint(self) -> None:
         """What was trained so far, for a run that did not finish (resume with ckpt_path=...).
 
         Warns instead of raising: the exception that stopped the run is the one to report.
         """
-        checkpoint = self.trainer.checkpoint_callback
-        path = checkpoint and (checkpoint.last_model_path or checkpoint.best_model_path)
-        if not path or not Path(path).is_file():
+        path = self.last_checkpoint()
+        if path is None:
             log.warning("run %s: no checkpoint was saved before it stopped", self.run_id)
             return
         try:
