@@ -56,7 +56,7 @@ from fitlens.export.threshold import (
 )
 from fitlens.models.checkpoint import CheckpointError, load_bundle
 from fitlens.tracking.registry import RegistryError, record_export, resolve_model
-from fitlens.tracking.store import TrackingStoreError
+from fitlens.tracking.store import TrackingStoreError, store_errors
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,7 @@ def run(cfg: DictConfig) -> ExportReport:
     on the version (before anything reaches the app), then publish it to the app."""
     e = cfg.export
     settings = settings_from(cfg)
+    _remove_staging(settings.out_dir)
     pinned = e.version is not None or e.run_id is not None
     resolved = resolve_model(
         cfg.logger.tracking_uri, cfg.logger.registered_model,
@@ -186,7 +187,11 @@ def run(cfg: DictConfig) -> ExportReport:
     source = ModelSource(registered_model=resolved.name, version=resolved.version,
                          run_id=resolved.run_id, metrics=resolved.metrics)
     report = export_bundle(resolved.bundle_dir, split, settings, source, resolved.oof_csv)
-    record_export(cfg.logger.tracking_uri, resolved, report.files, report.sha256)
+    with store_errors(cfg.logger.tracking_uri,
+                      f"recording the export on version {resolved.version} of {resolved.name!r}",
+                      f"; nothing was published, export.out_dir={settings.out_dir} keeps its "
+                      f"previous export (the new one is in {report.meta_path.parent})"):
+        record_export(cfg.logger.tracking_uri, resolved, report.files, report.sha256)
     return publish(report, settings)
 
 
@@ -299,24 +304,41 @@ def model_name(model_cfg: DictConfig) -> str:
     return f"pose_{backbone}" if net.endswith("PoseFusionNet") else backbone
 
 
+def _remove_staging(out_dir: Path) -> None:
+    """What a killed export leaves in the app's folder (its staging folder, half-written
+    metadata); neither is ever read by the app or predict."""
+    for stale in [*out_dir.glob(".export-*"), *out_dir.glob(f".{META_FILE}.*.tmp")]:
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+
+
 def publish(report: ExportReport, settings: ExportSettings) -> ExportReport:
     """Put the export where the app (and predict) read it, in one switch (module docstring):
     the model file under its content name, then the metadata (without variants: they stay in
-    the kept export), then away with the files of older exports."""
+    the kept export), then away with the files of older exports. A failure before the switch
+    (disk full, read-only folder) leaves the folder as it was."""
     out_dir = Path(settings.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".export-*"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
     meta = read_metadata(report.meta_path)
     model = out_dir / meta["model_file"]
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    added = False
     try:
-        shutil.copyfile(report.model_path, staging / model.name)
-        os.chmod(staging / model.name, 0o644)
-        (staging / model.name).replace(model)
-        write_metadata({**meta, "variants": {}}, out_dir / META_FILE)  # the switch
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _remove_staging(out_dir)
+        added = not model.exists()
+        staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+        try:
+            shutil.copyfile(report.model_path, staging / model.name)
+            os.chmod(staging / model.name, 0o644)
+            (staging / model.name).replace(model)
+            write_metadata({**meta, "variants": {}}, out_dir / META_FILE)  # the switch
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        if added:
+            model.unlink(missing_ok=True)
+        raise ExportError(
+            f"export.out_dir={out_dir}: could not publish the export ({exc}); the app's "
+            f"previous export there is untouched, the new one is complete in "
+            f"{report.meta_path.parent}: free space or fix the folder, then re-run") from exc
     for old in out_dir.iterdir():
         if old.is_file() and (old.suffix == ".onnx" and old != model or old.name == EXPECTED_FILE):
             old.unlink()

@@ -134,6 +134,19 @@ def connect(tracking_uri: str, setting: str = "logger.tracking_uri") -> MlflowCl
     return client
 
 
+@contextmanager
+def store_errors(tracking_uri: str, doing: str, consequence: str = "") -> Iterator[None]:
+    """MLflow's and the file system's errors while ``doing`` something in the store, as one
+    :class:`TrackingStoreError` naming the store, for callers outside ``tracking/`` (which do
+    not import mlflow): a read-only or full store is a message, not a traceback."""
+    try:
+        yield
+    except (MlflowException, OSError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TrackingStoreError(f"logger.tracking_uri={tracking_uri}: {doing} failed "
+                                 f"({reason}){consequence}") from exc
+
+
 def lost_store(tracking_uri: str, run_id: str, error: Exception,
                checkpoint: str | None) -> TrackingStoreError | None:
     """The error to stop a job with when a store request failed mid-run and the store no longer
