@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,7 +97,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=2).close()
                 break
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # refused, reset or timed out (URLError is one): not up yet
                 assert time.monotonic() < deadline, "mlflow server did not start"
                 time.sleep(0.5)
         yield url, process
