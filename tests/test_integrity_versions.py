@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from fitlens.data.datamodule import spec_of
 from fitlens.export import pipeline
+from fitlens.models.backbones import Backbone, mobilenet_v2
 from fitlens.models.checkpoint import (
     CheckpointError,
     check_model_config,
@@ -143,9 +144,7 @@ def _bundle_with(tmp_path: Path, model_yaml: str) -> Path:
     return bundle
 
 
-def _tiny_backbone():
-    from fitlens.models.backbones import mobilenet_v2
-
+def _tiny_backbone() -> Backbone:
     return mobilenet_v2(pretrained=False)
 
 
