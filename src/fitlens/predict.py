@@ -89,6 +89,11 @@ class Predictor:
         self.model_path = self.model_dir / entry["model_file"]
         self.sha256 = entry["sha256"]
         self.threshold = float(entry["threshold"])
+        # A plain file name (validated) can still be a link to a file anywhere.
+        if not self.model_path.resolve().is_relative_to(self.model_dir.resolve()):
+            raise MetadataError(f"{meta_path}: names {entry['model_file']}, a link to "
+                                f"{self.model_path.resolve()}, outside {self.model_dir}; expected "
+                                "the model file itself next to model_meta.json")
         if not self.model_path.is_file():
             raise MetadataError(f"{meta_path}: names {entry['model_file']}, which is not in "
                                 f"{self.model_dir}; re-run python scripts/export.py")

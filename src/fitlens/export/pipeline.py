@@ -38,7 +38,13 @@ from fitlens.export.onnx import (
     image_probabilities,
     session_for,
 )
-from fitlens.export.publish import EXPECTED_FILE, META_FILE, publish
+from fitlens.export.publish import (
+    EXPECTED_FILE,
+    META_FILE,
+    PublishError,
+    publish,
+    remove_staging,
+)
 from fitlens.export.quantize import QuantizeReport, Scores, check_drop, quantize_int8, scores
 from fitlens.export.threshold import (
     OperatingPoint,
@@ -51,12 +57,13 @@ from fitlens.export.threshold import (
 )
 from fitlens.models.checkpoint import CheckpointError, load_bundle
 from fitlens.tracking.registry import RegistryError, record_export, resolve_model
-from fitlens.tracking.store import TrackingStoreError
+from fitlens.tracking.store import TrackingStoreError, store_errors
 
 log = logging.getLogger(__name__)
 
 #: Failures whose message says what to fix: the entry script prints them without a traceback.
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (ExportError, ThresholdError, CheckpointError,
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (ExportError, PublishError, ThresholdError,
+                                                CheckpointError,
                                                 RegistryError, TrackingStoreError,
                                                 ImageLoadError, FileNotFoundError, ValueError)
 
@@ -170,6 +177,7 @@ def run(cfg: DictConfig) -> ExportReport:
     on the version (before anything reaches the app), then publish it to the app."""
     e = cfg.export
     settings = settings_from(cfg)
+    remove_staging(settings.out_dir)
     pinned = e.version is not None or e.run_id is not None
     resolved = resolve_model(
         cfg.logger.tracking_uri, cfg.logger.registered_model,
@@ -179,7 +187,11 @@ def run(cfg: DictConfig) -> ExportReport:
     source = ModelSource(registered_model=resolved.name, version=resolved.version,
                          run_id=resolved.run_id, metrics=resolved.metrics)
     report = export_bundle(resolved.bundle_dir, split, settings, source, resolved.oof_csv)
-    record_export(cfg.logger.tracking_uri, resolved, report.files, report.sha256)
+    with store_errors(cfg.logger.tracking_uri,
+                      f"recording the export on version {resolved.version} of {resolved.name!r}",
+                      f"; nothing was published, export.out_dir={settings.out_dir} keeps its "
+                      f"previous export (the new one is in {report.meta_path.parent})"):
+        record_export(cfg.logger.tracking_uri, resolved, report.files, report.sha256)
     return replace(report, published=publish(report.meta_path, report.model_path,
                                               report.expected_path, settings.out_dir,
                                               settings.expected_dir))

@@ -15,6 +15,7 @@ Versions are only ever added: promotion moves an alias and adds tags, nothing is
 from __future__ import annotations
 
 import getpass
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,10 +30,15 @@ from mlflow.types import Schema, TensorSpec
 from torch import nn
 
 from fitlens.contract import InputSpec
+from fitlens.models.checkpoint import BUNDLE_FILES, bundle_digest
 from fitlens.tracking.store import connect
+
+log = logging.getLogger(__name__)
 
 #: Run artifact paths: the contract with the export stage.
 BUNDLE_ARTIFACT = "bundle"
+#: Run tag: :func:`fitlens.models.checkpoint.bundle_digest` of the bundle as it was logged.
+BUNDLE_DIGEST_TAG = "bundle_sha256"
 SPLIT_ARTIFACT = "split.csv"
 #: Out-of-fold predictions of a cross-validated refit (fitlens.crossval): the threshold's photos.
 OOF_ARTIFACT = "oof_predictions.csv"
@@ -150,6 +156,28 @@ def _info(client: MlflowClient, mv: ModelVersion) -> VersionInfo:
                        metrics=dict(run.data.metrics))
 
 
+def _verify_bundle(client: MlflowClient, mv: ModelVersion, name: str, bundle: Path) -> None:
+    """The downloaded bundle must be the one logged with the version (its run's
+    ``bundle_sha256``): run artifacts can be replaced afterwards, by a resumed job before runs
+    became immutable or by anyone who can write to the store."""
+    where = f"version {mv.version} of {name!r} (run {mv.run_id})"
+    recorded = client.get_run(mv.run_id).data.tags.get(BUNDLE_DIGEST_TAG)
+    if recorded is None:
+        log.warning("%s: no %s tag (logged before fitlens recorded one), so its %s/ cannot be "
+                    "checked against what was registered", where, BUNDLE_DIGEST_TAG,
+                    BUNDLE_ARTIFACT)
+        return
+    missing = [f for f in BUNDLE_FILES if not (bundle / f).is_file()]
+    actual = None if missing else bundle_digest(bundle)
+    if actual != recorded:
+        found = f"is missing {missing}" if missing else f"hashes to {actual}"
+        raise RegistryError(
+            f"{where}: its {BUNDLE_ARTIFACT}/ ({', '.join(BUNDLE_FILES)}) {found}, but the run "
+            f"recorded {BUNDLE_DIGEST_TAG}={recorded} when the version was logged: the files were "
+            "changed since, so they are not the registered version's; export another version, "
+            "or retrain")
+
+
 def resolve_model(tracking_uri: str, name: str, *, alias: str | None = None,
                   version: str | int | None = None, run_id: str | None = None,
                   dst: Path) -> ResolvedModel:
@@ -190,6 +218,7 @@ def resolve_model(tracking_uri: str, name: str, *, alias: str | None = None,
         raise RegistryError(
             f"version {mv.version} of {name!r} (run {mv.run_id}) has no {BUNDLE_ARTIFACT}/ "
             f"artifact; only runs logged by fitlens training carry one") from exc
+    _verify_bundle(client, mv, name, Path(bundle))
     names = {Path(a.path).name for a in client.list_artifacts(mv.run_id)}
     split, oof = (
         Path(mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path=artifact,

@@ -5,7 +5,9 @@ Hydra overrides and output dir (as tags) and the split CSV. During fit: Lightnin
 epoch. At the end: test metrics, plots, a per-class report, the model bundle and the MLflow model
 (registered as a new version). A run that raises ends FAILED, Ctrl-C ends it KILLED; either way
 the last checkpoint is logged, so the training done so far is not lost. Every checkpoint carries
-its run's id, so ``ckpt_path=<checkpoint>`` continues the same run, even after ``kill -9``.
+its run's id, so ``ckpt_path=<checkpoint>`` continues the same run after ``kill -9`` (which leaves
+it RUNNING); a run that ended is a record and never written again: resuming from its checkpoint
+starts a new run tagged ``resumed_from``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -34,6 +36,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from fitlens.contract import InputSpec
 from fitlens.data.images import preprocess
 from fitlens.models.checkpoint import (
+    bundle_digest,
     lightning_state_to_net_state,
     load_bundle,
     safe_load,
@@ -41,14 +44,22 @@ from fitlens.models.checkpoint import (
 )
 from fitlens.tracking.plots import confusion_png, misclassified_png, per_class_csv
 from fitlens.tracking.provenance import config_params, data_fingerprint, git_state
-from fitlens.tracking.registry import BUNDLE_ARTIFACT, log_model
-from fitlens.tracking.store import connect, default_artifact_location, experiment_id
+from fitlens.tracking.registry import BUNDLE_ARTIFACT, BUNDLE_DIGEST_TAG, log_model
+from fitlens.tracking.store import (
+    TrackingStoreError,
+    connect,
+    default_artifact_location,
+    experiment_id,
+    lost_store,
+)
 from fitlens.tracking.sweep import PARENT_RUN_ENV
 
 log = logging.getLogger(__name__)
 
 #: The key under which a Lightning checkpoint names the MLflow run that wrote it.
 RUN_ID_KEY = "mlflow_run_id"
+#: Tag of a run that resumed training from a checkpoint of an ended run: that run's id.
+RESUMED_FROM_TAG = "resumed_from"
 
 
 class RunIdInCheckpoint(pl.Callback):
@@ -133,11 +144,18 @@ class Tracker:
                                                              settings.experiment_name))
         return cls(cfg, client, experiment)
 
-    def _resumable(self, run_id: str | None) -> str | None:
-        """``run_id`` if this store has it (not deleted); a checkpoint from another store starts
-        a new run instead."""
+    def _resume_plan(self, run_id: str | None) -> tuple[str | None, str | None]:
+        """For a checkpoint's run: ``(run to continue, ended run to link a new run to)``.
+
+        Only an interrupted job is continued: its run is still RUNNING (``kill -9`` ends nothing)
+        and has logged no model. A run that ended (FINISHED, FAILED, KILLED) is a record others
+        rely on: a FINISHED run's bundle is a registered version's weights, and a FAILED or
+        KILLED status says how that job ended. Resuming from its checkpoint is a new job, so a
+        new run, tagged with the old one's id. A checkpoint from another store (or a deleted
+        run) starts an unlinked new run.
+        """
         if run_id is None:
-            return None
+            return None, None
         try:
             found = self.client.get_run(run_id)
         except MlflowException:
@@ -145,8 +163,15 @@ class Tracker:
         if found is None or found.info.lifecycle_stage != "active":
             log.warning("ckpt_path: its MLflow run %s is not in %s (or is deleted); the resumed "
                         "training is tracked as a new run", run_id, self.settings.tracking_uri)
-            return None
-        return run_id
+            return None, None
+        status = found.info.status
+        if status == "RUNNING" and not self.client.list_artifacts(run_id, BUNDLE_ARTIFACT):
+            return run_id, None
+        log.warning("ckpt_path: its MLflow run %s %s; that run is left as it is, and the resumed "
+                    "training is tracked as a new run tagged %s=%s", run_id,
+                    "logged its model already" if status == "RUNNING" else f"ended {status}",
+                    RESUMED_FROM_TAG, run_id)
+        return None, run_id
 
     @contextmanager
     def parent_run(self, name: str) -> Iterator[str]:
@@ -202,8 +227,9 @@ class Tracker:
             run_name: str | None = None) -> Iterator[TrackedRun]:
         """The MLflow run around fit and test; ends FINISHED, FAILED (exception) or KILLED.
 
-        ``resume_from`` (the checkpoint being resumed) continues the run that wrote it: its
-        metrics go on from the checkpoint's step and its status ends as this job ends.
+        ``resume_from`` (the checkpoint being resumed) continues the run that wrote it if that
+        job was interrupted (:meth:`_resume_plan`): its metrics go on from the checkpoint's step
+        and its status ends as this job ends. Otherwise the job gets a new run.
         ``parent_run_id`` nests the run (a fold under its cross-validation); without it a
         sweep's job nests under the sweep.
         """
@@ -218,12 +244,14 @@ class Tracker:
         if commit != "unknown":
             tags["mlflow.source.git.commit"] = commit
         mlflow.set_tracking_uri(self.settings.tracking_uri)
-        resumed = self._resumable((resume_from or {}).get(RUN_ID_KEY))
+        resumed, resumed_from = self._resume_plan((resume_from or {}).get(RUN_ID_KEY))
         if resumed:
             # The first job's tags stay; this job's own are kept beside them.
             tags = {f"resume.{k}": v for k, v in tags.items() if not k.startswith("mlflow.")}
             active = mlflow.start_run(run_id=resumed, tags=tags)
         else:
+            if resumed_from:
+                tags[RESUMED_FROM_TAG] = resumed_from
             # Not MLflow's random name: training seeded `random`, so every run would get the same.
             name = run_name or overrides or Path(self.cfg.paths.output_dir).name
             active = mlflow.start_run(experiment_id=self.experiment, run_name=name, tags=tags,
@@ -231,6 +259,7 @@ class Tracker:
                                       or os.environ.get(PARENT_RUN_ENV))
         tracked = TrackedRun(self, active.info.run_id, trainer)
         status = "FAILED"
+        lost: TrackingStoreError | None = None
         try:
             tracked.log_inputs(datamodule, resumed=resumed is not None)
             resume_step = int(resume_from.get("global_step", 0)) if resumed else 0
@@ -243,11 +272,23 @@ class Tracker:
             # Lightning turns Ctrl-C inside fit/test into SystemExit after its graceful stop.
             status = "KILLED"
             raise
+        except MlflowException as exc:
+            lost = lost_store(self.settings.tracking_uri, tracked.run_id, exc,
+                              tracked.last_checkpoint())
+            if lost is None:
+                raise
+            raise lost from exc
         finally:
-            if status != "FINISHED":
-                tracked.log_last_checkpoint()
-            mlflow.end_run(status)
-            log.info("MLflow run %s ended %s", tracked.run_id, status)
+            if lost is None:
+                if status != "FINISHED":
+                    tracked.log_last_checkpoint()
+                mlflow.end_run(status)
+                log.info("MLflow run %s ended %s", tracked.run_id, status)
+            else:
+                # A gone store can take neither the checkpoint nor the status (the error names
+                # the local checkpoint); the attempt only clears this process's active run.
+                with suppress(MlflowException):
+                    mlflow.end_run(status)
 
 
 class TrackedRun:
@@ -274,14 +315,19 @@ class TrackedRun:
         if split_csv and Path(split_csv).is_file():
             self.client.log_artifact(self.run_id, split_csv)
 
+    def last_checkpoint(self) -> str | None:
+        """The checkpoint a resume would start from (None: none saved yet)."""
+        checkpoint = self.trainer.checkpoint_callback
+        path = checkpoint and (checkpoint.last_model_path or checkpoint.best_model_path)
+        return path if path and Path(path).is_file() else None
+
     def log_last_checkpoint(self) -> None:
         """What was trained so far, for a run that did not finish (resume with ckpt_path=...).
 
         Warns instead of raising: the exception that stopped the run is the one to report.
         """
-        checkpoint = self.trainer.checkpoint_callback
-        path = checkpoint and (checkpoint.last_model_path or checkpoint.best_model_path)
-        if not path or not Path(path).is_file():
+        path = self.last_checkpoint()
+        if path is None:
             log.warning("run %s: no checkpoint was saved before it stopped", self.run_id)
             return
         try:
@@ -346,6 +392,9 @@ class TrackedRun:
         cfg = self.tracker.cfg
         state = lightning_state_to_net_state(safe_load(best_checkpoint), best_checkpoint)
         save_bundle(state, cfg.model, module.spec, module.backbone_name, folder)
+        # Recorded before the bundle is uploaded and registered: the export refuses a bundle
+        # whose files differ from it (fitlens.tracking.registry.resolve_model).
+        self.client.set_tag(self.run_id, BUNDLE_DIGEST_TAG, bundle_digest(folder))
         self.client.log_artifacts(self.run_id, str(folder), BUNDLE_ARTIFACT)
         net, spec, _ = load_bundle(folder)
         example_file = next(s.path for split in ("test", "val", "train")
