@@ -31,7 +31,7 @@ from fitlens.models.classifier import ExerciseNet
 from fitlens.tracking.registry import RegistryError, resolve_model
 from fitlens.tracking.runs import RESUMED_FROM_TAG
 from fitlens.train import run
-from tests.conftest import TINY, compose_config, config_classes, make_images
+from tests.conftest import CONF, TINY, compose_config, config_classes, make_images
 from tests.test_export_pipeline import export_config
 from tests.test_harden_faults import WritesMarker
 
@@ -228,16 +228,14 @@ def test_a_bundle_model_yaml_that_would_run_code_is_refused_unexecuted(
 
 
 def test_the_projects_own_model_configs_pass_the_check(tmp_path: Path) -> None:
-    for model in ("resnet18", "mobilenet_v2", "efficientnet_lite0"):
-        check_model_config(compose_config([f"model={model}"]).model, saved=True)
-    # The pose model's shape (lead's model=pose_fusion): the network and its pose part.
-    check_model_config(OmegaConf.create({
-        "_target_": "fitlens.models.classifier.ExerciseClassifier",
-        "backbone": {"_target_": "fitlens.models.backbones.mobilenet_v2", "pretrained": True},
-        "net": {"_target_": "fitlens.models.fusion.PoseFusionNet", "_partial_": True,
-                "pose": {"_target_": "fitlens.models.pose.load_blazepose",
-                         "weights_path": None},
-                "crop_size": 224, "margin": 0.15}}), saved=True)
+    for model in sorted(p.stem for p in (CONF / "model").glob("*.yaml")):
+        check_model_config(OmegaConf.create(OmegaConf.to_container(
+            compose_config([f"model={model}"]).model, resolve=True)), saved=True)
+    # The pose model's part has its own place: a pose builder elsewhere is refused.
+    pose_cfg = OmegaConf.to_container(compose_config(["model=pose_fusion"]).model, resolve=True)
+    pose_cfg["net"]["pose"] = pose_cfg["pose"]
+    with pytest.raises(CheckpointError, match="net.pose._target_"):
+        check_model_config(OmegaConf.create(pose_cfg))
     # A real bundle still loads and gives the network it saved.
     cfg = compose_config(TINY)
     net = ExerciseNet(_tiny_backbone(), len(cfg.data.classes)).eval()

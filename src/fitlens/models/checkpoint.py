@@ -36,15 +36,15 @@ CONFIG_FILE = "model.yaml"
 CONTRACT_FILE = "contract.json"
 BUNDLE_FILES = (STATE_FILE, CONFIG_FILE, CONTRACT_FILE)
 
-#: What ``model.yaml`` may instantiate, by place: the backbone, the network built on it (a
-#: partial, called with the backbone and the output count), and the network's own parts.
+#: What ``model.yaml`` may instantiate, by place: the backbone, the pose model (pose networks),
+#: and the network built on them (a partial, called with those and the output count).
 BACKBONES = frozenset({"fitlens.models.backbones.resnet18", "fitlens.models.backbones.mobilenet_v2",
                        "fitlens.models.backbones.efficientnet_lite0"})
 NETS = frozenset({"fitlens.models.classifier.ExerciseNet", "fitlens.models.fusion.PoseFusionNet"})
-NET_PARTS = frozenset({"fitlens.models.pose.load_blazepose"})
+POSE_MODELS = frozenset({"fitlens.models.pose.load_blazepose"})
 #: The training module the config describes; build_net never instantiates it.
 TRAINING_MODULE = "fitlens.models.classifier.ExerciseClassifier"
-BUILDERS = BACKBONES | NETS | NET_PARTS
+BUILDERS = BACKBONES | NETS | POSE_MODELS
 
 
 class CheckpointError(ValueError):
@@ -83,10 +83,10 @@ def _allowed_targets(path: tuple[str, ...]) -> frozenset[str]:
         return frozenset({TRAINING_MODULE})
     if path == ("backbone",):
         return BACKBONES
+    if path == ("pose",):
+        return POSE_MODELS
     if path == ("net",):
         return NETS
-    if path[0] == "net":
-        return NET_PARTS
     return frozenset()
 
 
