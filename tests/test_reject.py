@@ -42,7 +42,7 @@ def test_known_class_scores_ignore_other_photos_and_the_reject_output() -> None:
     # Arg-max rule at threshold 0: photos 2, 3 and 5 are answered; 1 of the 2 others.
     assert s["known_accepted"] == pytest.approx(2 / 3)
     assert s["other_accepted"] == 0.5
-    assert s["accepted_precision"] == pytest.approx(1 / 3)
+    assert s["accepted_precision"] == pytest.approx(1 / 2)  # of the known photos answered
     # p(none) ranks the others 0.7, 0.1 above the known 0.5, 0.05, 0.1 in 4.5 of 6 pairs.
     assert s["reject_auroc"] == pytest.approx(4.5 / 6)
     strict = scores(probs, labels, CLASSES, threshold=0.75)
@@ -72,7 +72,8 @@ def test_the_rule_reads_the_reject_output_first() -> None:
 
 @pytest.fixture
 def reject_data(tmp_path: Path, image_root: Path, tiny_cfg):
-    other = make_images(tmp_path / "other_root", ["any"], variants=15)
+    # The third colour of make_images: photos that are not copies of a known class's.
+    other = make_images(tmp_path / "other_root", ["unused", "unused_too", "any"], variants=15)
     return tiny_cfg(f"data.reject_root={other / 'any'}", "data.reject_ratio=0.5")
 
 

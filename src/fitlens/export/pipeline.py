@@ -421,7 +421,7 @@ def _metrics(source: ModelSource, test: Scores | None, choice: ThresholdChoice,
         metrics["export/other_accepted_at_threshold"] = point.other_accepted_fraction
     if test is not None:
         metrics.update({"export/test_acc": test.accuracy, "export/test_f1_macro": test.f1_macro})
-    if held_out is not None and held_out.accepted:
+    if held_out is not None and held_out.known_accepted:
         metrics["export/test_precision_at_threshold"] = held_out.precision
         metrics["export/test_coverage_at_threshold"] = held_out.coverage
     return {k: v for k, v in metrics.items() if np.isfinite(v)}
