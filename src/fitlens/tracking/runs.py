@@ -10,6 +10,7 @@ its run's id, so ``ckpt_path=<checkpoint>`` continues the same run, even after `
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -41,7 +42,15 @@ from fitlens.models.checkpoint import (
 )
 from fitlens.tracking.plots import confusion_png, misclassified_png, per_class_csv
 from fitlens.tracking.provenance import config_params, data_fingerprint, git_state
-from fitlens.tracking.registry import BUNDLE_ARTIFACT, log_model
+from fitlens.tracking.registry import (
+    BUNDLE_ARTIFACT,
+    CLASSES_TAG,
+    FINGERPRINT_TAG,
+    MODEL_RUN_TAG,
+    log_model,
+    register_mode,
+    registers_itself,
+)
 from fitlens.tracking.store import connect, default_artifact_location, experiment_id
 from fitlens.tracking.sweep import PARENT_RUN_ENV
 
@@ -126,6 +135,7 @@ class Tracker:
         uri = settings.get("tracking_uri")
         if not uri or rank_zero_only.rank != 0:
             return None
+        register_mode(settings.get("register"))  # a typo fails now, not after training
         client = connect(uri)
         experiment = experiment_id(client, settings.experiment_name,
                                    default_artifact_location(uri,
@@ -212,7 +222,8 @@ class Tracker:
         commit, dirty = git_state()
         fingerprint, n_files = data_fingerprint(
             s for split in datamodule.samples.values() for s in split)
-        tags = {"git_commit": commit, "git_dirty": dirty, "data_fingerprint": fingerprint,
+        tags = {"git_commit": commit, "git_dirty": dirty, FINGERPRINT_TAG: fingerprint,
+                CLASSES_TAG: json.dumps(list(datamodule.spec.output_classes)),
                 "data_files": str(n_files), "overrides": overrides,
                 "output_dir": str(self.cfg.paths.output_dir)}
         if commit != "unknown":
@@ -297,7 +308,8 @@ class TrackedRun:
 
         The other val metrics are in the run already, per epoch. ``log_model=False`` (a
         cross-validation fold) stops after the reports; ``register=None`` follows
-        ``logger.register``. Returns the registered version, if one was made.
+        ``logger.register`` (``best``: not in a sweep, which registers its best job when it
+        ends). Returns the registered version, if one was made.
         """
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[
@@ -311,7 +323,8 @@ class TrackedRun:
                             "bundle or model is logged", self.run_id)
                 return None
             if register is None:
-                register = bool(self.tracker.settings.register)
+                register = registers_itself(self.tracker.settings.register,
+                                            in_sweep=bool(os.environ.get(PARENT_RUN_ENV)))
             return self._log_model(module, datamodule, best_checkpoint,
                                    Path(tmp) / BUNDLE_ARTIFACT, register)
 
@@ -351,5 +364,7 @@ class TrackedRun:
         example_file = next(s.path for split in ("test", "val", "train")
                             for s in datamodule.samples.get(split, []))
         settings = self.tracker.settings
-        return log_model(net, spec, preprocess(example_file, spec.resize),
-                         settings.registered_model if register else None)
+        version = log_model(net, spec, preprocess(example_file, spec.resize),
+                            settings.registered_model if register else None)
+        self.client.set_tag(self.run_id, MODEL_RUN_TAG, self.run_id)
+        return version
