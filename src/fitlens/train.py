@@ -23,6 +23,7 @@ from fitlens.data.datamodule import ExerciseDataModule
 from fitlens.export.threshold import ThresholdSettings
 from fitlens.models.checkpoint import safe_load
 from fitlens.models.classifier import ExerciseClassifier
+from fitlens.tracking.registry import MODEL_RUN_TAG
 from fitlens.tracking.runs import Tracker
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ def cross_validate(cfg: DictConfig) -> TrainResult:
         if tracker is not None and parent_id is not None:
             tracker.log_cross_validation(parent_id, refit.result.mlflow_run_id, metrics, oof_csv,
                                          crossval.confusion_matrix(oof, spec), spec)
+            # A sweep registers its best job from the run that holds the job's model.
+            tracker.client.set_tag(parent_id, MODEL_RUN_TAG, refit.result.mlflow_run_id)
     optimized = cfg.get("optimized_metric")
     result = refit.result
     result.oof_metrics = metrics

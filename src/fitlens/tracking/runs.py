@@ -12,6 +12,7 @@ starts a new run tagged ``resumed_from``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -44,7 +45,16 @@ from fitlens.models.checkpoint import (
 )
 from fitlens.tracking.plots import confusion_png, misclassified_png, per_class_csv
 from fitlens.tracking.provenance import config_params, data_fingerprint, git_state
-from fitlens.tracking.registry import BUNDLE_ARTIFACT, BUNDLE_DIGEST_TAG, log_model
+from fitlens.tracking.registry import (
+    BUNDLE_ARTIFACT,
+    BUNDLE_DIGEST_TAG,
+    CLASSES_TAG,
+    FINGERPRINT_TAG,
+    MODEL_RUN_TAG,
+    log_model,
+    register_mode,
+    registers_itself,
+)
 from fitlens.tracking.store import (
     TrackingStoreError,
     connect,
@@ -137,6 +147,7 @@ class Tracker:
         uri = settings.get("tracking_uri")
         if not uri or rank_zero_only.rank != 0:
             return None
+        register_mode(settings.get("register"))  # a typo fails now, not after training
         client = connect(uri)
         experiment = experiment_id(client, settings.experiment_name,
                                    default_artifact_location(uri,
@@ -238,7 +249,8 @@ class Tracker:
         commit, dirty = git_state()
         fingerprint, n_files = data_fingerprint(
             s for split in datamodule.samples.values() for s in split)
-        tags = {"git_commit": commit, "git_dirty": dirty, "data_fingerprint": fingerprint,
+        tags = {"git_commit": commit, "git_dirty": dirty, FINGERPRINT_TAG: fingerprint,
+                CLASSES_TAG: json.dumps(list(datamodule.spec.output_classes)),
                 "data_files": str(n_files), "overrides": overrides,
                 "output_dir": str(self.cfg.paths.output_dir)}
         if commit != "unknown":
@@ -343,7 +355,8 @@ class TrackedRun:
 
         The other val metrics are in the run already, per epoch. ``log_model=False`` (a
         cross-validation fold) stops after the reports; ``register=None`` follows
-        ``logger.register``. Returns the registered version, if one was made.
+        ``logger.register`` (``best``: not in a sweep, which registers its best job when it
+        ends). Returns the registered version, if one was made.
         """
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[
@@ -357,7 +370,8 @@ class TrackedRun:
                             "bundle or model is logged", self.run_id)
                 return None
             if register is None:
-                register = bool(self.tracker.settings.register)
+                register = registers_itself(self.tracker.settings.register,
+                                            in_sweep=bool(os.environ.get(PARENT_RUN_ENV)))
             return self._log_model(module, datamodule, best_checkpoint,
                                    Path(tmp) / BUNDLE_ARTIFACT, register)
 
@@ -400,5 +414,7 @@ class TrackedRun:
         example_file = next(s.path for split in ("test", "val", "train")
                             for s in datamodule.samples.get(split, []))
         settings = self.tracker.settings
-        return log_model(net, spec, preprocess(example_file, spec.resize),
-                         settings.registered_model if register else None)
+        version = log_model(net, spec, preprocess(example_file, spec.resize),
+                            settings.registered_model if register else None)
+        self.client.set_tag(self.run_id, MODEL_RUN_TAG, self.run_id)
+        return version
