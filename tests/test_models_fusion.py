@@ -135,12 +135,18 @@ def test_no_person_means_whole_image_zero_pose_features_and_the_flag(
 
 
 def test_block_standardize_gives_each_block_the_same_weight() -> None:
-    layer = BlockStandardize((100, 4))
-    features = torch.randn(500, 104) * 7 + 3
+    layer = BlockStandardize((100, 20))
+    features = torch.randn(500, 120) * 7 + 3
     layer.fit(features)
     out = layer(features)
     norms = out[:, :100].pow(2).sum(1).mean(), out[:, 100:].pow(2).sum(1).mean()
     assert norms[0] == pytest.approx(norms[1], rel=1e-3)
+    # A constant feature is only centred; a nearly constant one is not blown up.
+    features[:, 100] = 1.0
+    features[:, 101] = 1.0 + torch.randn(500) * 1e-6
+    layer.fit(features)
+    assert layer.std[100] == 1.0 and layer.std[101] >= 0.05 * features[:, 100:].std(0).median()
+    assert layer(features)[:, 100:102].abs().max() < 1e-3
 
 
 def test_the_fusion_graph_exports_and_matches_pytorch(fusion: PoseFusionNet,
