@@ -11,10 +11,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from fitlens import cli
+
 os.environ.setdefault("FITLENS_ROOT", str(Path(__file__).resolve().parents[1]))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="promote")
+@cli.task
 def main(cfg: DictConfig) -> None:
     from rich.console import Console
 
@@ -41,4 +44,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.main(main, sys.argv))

@@ -10,20 +10,14 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from fitlens.tracking.provenance import git_state
-from fitlens.tracking.store import (
-    TrackingStoreError,
-    connect,
-    default_artifact_location,
-    experiment_id,
-)
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +34,16 @@ class SweepParentRun(Callback):
         self._job_failed = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Imported here: Hydra builds this callback for every run, and mlflow takes seconds to
+        # import, which a plain run with a typo'd value should not wait for (fitlens.cli).
+        from fitlens.tracking.provenance import git_state
+        from fitlens.tracking.store import (
+            TrackingStoreError,
+            connect,
+            default_artifact_location,
+            experiment_id,
+        )
+
         settings = config.get("logger") or {}
         uri = settings.get("tracking_uri")
         if not uri:
