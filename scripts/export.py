@@ -15,14 +15,20 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from fitlens import cli
+
 os.environ.setdefault("FITLENS_ROOT", str(Path(__file__).resolve().parents[1]))
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+@cli.task
 def main(cfg: DictConfig) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from fitlens.quiet import quiet
+
+    quiet()  # MLflow's download bars and INFO lines
     from fitlens.export.pipeline import EXPECTED_ERRORS, run, summary_rows
 
     console = Console(soft_wrap=True)
@@ -40,4 +46,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.main(main, sys.argv))

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import hydra
 from omegaconf import DictConfig
 
+from fitlens import cli
+
 if TYPE_CHECKING:
     from fitlens.tracking.registry import Selection
 
@@ -49,6 +51,7 @@ def selection_lines(selection: Selection, alias: str) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="promote")
+@cli.task
 def main(cfg: DictConfig) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -83,4 +86,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.main(main, sys.argv))

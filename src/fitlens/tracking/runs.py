@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.utilities import rank_zero_only
 
+from fitlens.console import CURVES_FILE, RESULTS_FILE
 from fitlens.contract import InputSpec
 from fitlens.data.images import preprocess
 from fitlens.models.checkpoint import (
@@ -43,7 +44,8 @@ from fitlens.models.checkpoint import (
     safe_load,
     save_bundle,
 )
-from fitlens.tracking.plots import confusion_png, misclassified_png, per_class_csv
+from fitlens.reports import PLOTS_DIR, REPORTS_DIR
+from fitlens.tracking.plots import confusion_png, per_class_csv
 from fitlens.tracking.provenance import config_params, data_fingerprint, git_state
 from fitlens.tracking.registry import (
     BUNDLE_ARTIFACT,
@@ -70,6 +72,9 @@ log = logging.getLogger(__name__)
 RUN_ID_KEY = "mlflow_run_id"
 #: Tag of a run that resumed training from a checkpoint of an ended run: that run's id.
 RESUMED_FROM_TAG = "resumed_from"
+#: The run folder's files and folders for a person, logged as they are.
+RUN_FILES = (RESULTS_FILE, CURVES_FILE)
+RUN_FOLDERS = (PLOTS_DIR, REPORTS_DIR)
 
 
 class RunIdInCheckpoint(pl.Callback):
@@ -88,17 +93,20 @@ class RunMetricsLogger(Logger):
 
     Lightning's own ``MLFlowLogger`` ends the run in ``finalize`` after ``fit``, before testing
     and artifacts; here the run's lifecycle, and its FAILED/KILLED status, belongs to
-    :class:`Tracker`. Steps are Lightning's (optimizer steps), as in its other loggers.
+    :class:`Tracker`. The MLflow step is the 1-based epoch (``epoch()``), as on the console and
+    in results.csv, so the UI's charts have epochs on the x axis, not optimizer steps.
 
-    A resumed job skips metrics at steps before ``resume_step`` (the checkpoint's): Lightning
-    closes the checkpoint's epoch again on resume, and the run has that epoch's values already.
+    A resumed job skips metrics at Lightning steps before ``resume_step`` (the checkpoint's):
+    Lightning closes the checkpoint's epoch again on resume, and the run has that epoch's values.
     """
 
-    def __init__(self, client: MlflowClient, run_id: str, resume_step: int = 0) -> None:
+    def __init__(self, client: MlflowClient, run_id: str, resume_step: int = 0,
+                 epoch: Callable[[], int] | None = None) -> None:
         super().__init__()
         self._client = client
         self._run_id = run_id
         self._resume_step = resume_step
+        self._epoch = epoch
 
     @property
     def name(self) -> str:
@@ -113,12 +121,19 @@ class RunMetricsLogger(Logger):
         if (step or 0) < self._resume_step:
             return
         now = int(time.time() * 1000)
+        at = (step or 0) if self._epoch is None else self._epoch()
         self._client.log_batch(self._run_id, metrics=[
-            Metric(key, float(value), now, step or 0) for key, value in metrics.items()])
+            Metric(key, float(value), now, at) for key, value in metrics.items()])
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         """Ignored: the run's params are the whole resolved config, logged by the tracker."""
+
+
+def _epoch_number(trainer: pl.Trainer) -> int:
+    """The 1-based number of the epoch running or being closed (the last one, after fit):
+    Lightning counts an epoch "ready" before its first hook and "completed" after its last."""
+    return trainer.fit_loop.epoch_progress.current.ready
 
 
 def _overrides() -> str:
@@ -275,8 +290,8 @@ class Tracker:
         try:
             tracked.log_inputs(datamodule, resumed=resumed is not None)
             resume_step = int(resume_from.get("global_step", 0)) if resumed else 0
-            trainer.loggers = [*trainer.loggers,
-                               RunMetricsLogger(self.client, tracked.run_id, resume_step)]
+            trainer.loggers = [*trainer.loggers, RunMetricsLogger(
+                self.client, tracked.run_id, resume_step, epoch=lambda: _epoch_number(trainer))]
             trainer.callbacks.append(RunIdInCheckpoint(tracked.run_id))
             yield tracked
             status = "FINISHED"
@@ -361,8 +376,8 @@ class TrackedRun:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[
             Metric(k, float(v), now, 0) for k, v in val_metrics.items() if k.startswith("best_")])
+        self._log_run_files()
         with TemporaryDirectory() as tmp:
-            self._log_evaluation(module, datamodule, Path(tmp))
             if not log_model:
                 return None
             if best_checkpoint is None:
@@ -375,29 +390,17 @@ class TrackedRun:
             return self._log_model(module, datamodule, best_checkpoint,
                                    Path(tmp) / BUNDLE_ARTIFACT, register)
 
-    def _log_evaluation(self, module: pl.LightningModule, datamodule: pl.LightningDataModule,
-                        folder: Path) -> None:
-        classes = module.spec.output_classes
-        plots, reports = folder / "plots", folder / "reports"
-        plots.mkdir()
-        reports.mkdir()
-        titles = {"val": "validation (last epoch)", "test": "test (best checkpoint)"}
-        for split, matrix in module.confusion.items():
-            confusion_png(matrix, classes, f"confusion: {titles.get(split, split)}",
-                          plots / f"confusion_{split}.png")
-            per_class_csv(matrix, classes, reports / f"per_class_{split}.csv")
-        outputs = module.test_outputs
-        samples = datamodule.samples.get("test", [])
-        if outputs:
-            # Predictions pair with files only if they arrive in file order (not under DDP).
-            if outputs["labels"].tolist() == [s.label for s in samples]:
-                misclassified_png(samples, outputs["probs"], classes,
-                                  plots / "misclassified_test.png")
-            else:
-                log.warning("test predictions are not in file order (distributed test?); "
-                            "no misclassified grid")
-        self.client.log_artifacts(self.run_id, str(plots), "plots")
-        self.client.log_artifacts(self.run_id, str(reports), "reports")
+    def _log_run_files(self) -> None:
+        """What the run folder shows a person (written by fitlens.console and fitlens.reports):
+        results.csv, curves.png, the confusion matrices and the per-class reports. The job's
+        folder is the Trainer's (a cross-validation fold has its own)."""
+        folder = Path(self.trainer.default_root_dir)
+        for name in RUN_FILES:
+            if (folder / name).is_file():
+                self.client.log_artifact(self.run_id, str(folder / name))
+        for name in RUN_FOLDERS:
+            if (folder / name).is_dir():
+                self.client.log_artifacts(self.run_id, str(folder / name), name)
 
     def _log_model(self, module: pl.LightningModule, datamodule: pl.LightningDataModule,
                    best_checkpoint: str, folder: Path, register: bool) -> str | None:

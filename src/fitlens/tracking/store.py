@@ -186,19 +186,26 @@ def default_artifact_location(tracking_uri: str, artifact_location: str | None,
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """The id of experiment ``name``, created (with ``artifact_location``) if it is new.
+    """The id of experiment ``name``, created (with ``artifact_location``) if it is new, and
+    tagged as model training so the MLflow UI opens on it (:mod:`fitlens.tracking.ui`).
 
     An existing experiment keeps its own artifact location: moving it would orphan old runs.
     """
+    from fitlens.tracking.ui import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage != "active":
             raise TrackingStoreError(
                 f"logger.experiment_name={name}: the experiment is deleted in this store; "
                 "restore it in the MLflow UI or choose another name")
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the tag existed
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                      EXPERIMENT_KIND)
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except MlflowException:
         # Another job of a parallel sweep created it first.
         experiment = client.get_experiment_by_name(name)

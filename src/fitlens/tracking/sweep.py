@@ -18,30 +18,20 @@ import numbers
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag
 from omegaconf import DictConfig
 from rich.console import Console
 
-from fitlens.tracking.provenance import git_state
-from fitlens.tracking.registry import (
-    MODEL_RUN_TAG,
-    RegistryError,
-    register_mode,
-    register_run_model,
-    version_from_run,
-)
-from fitlens.tracking.store import (
-    TrackingStoreError,
-    connect,
-    default_artifact_location,
-    experiment_id,
-)
+# mlflow (and what imports it) is imported where it is used: Hydra builds this callback for
+# every run, and mlflow takes seconds to import, which a plain run with a typo'd value should not
+# wait for (fitlens.cli).
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +98,8 @@ def _children(client: MlflowClient, parent_id: str) -> list[Run]:
 
 
 def _job_of(run: Run) -> SweepJob:
+    from fitlens.tracking.registry import MODEL_RUN_TAG
+
     tags = run.data.tags
     recorded = json.loads(tags[JOB_TAG]) if JOB_TAG in tags else {}
     return SweepJob(num=recorded.get("num"),
@@ -134,6 +126,15 @@ class SweepParentRun(Callback):
         self._unrecorded: list[SweepJob] = []
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from fitlens.tracking.provenance import git_state
+        from fitlens.tracking.registry import register_mode
+        from fitlens.tracking.store import (
+            TrackingStoreError,
+            connect,
+            default_artifact_location,
+            experiment_id,
+        )
+
         settings = config.get("logger") or {}
         uri = settings.get("tracking_uri")
         if not uri:
@@ -175,6 +176,8 @@ class SweepParentRun(Callback):
         """Record the job's result on its top run. Runs where the job ran; in this process for
         local launchers, where it also catches jobs that failed before their own MLflow run
         started (a bad override value)."""
+        from mlflow import MlflowClient
+
         failed = job_return.status == JobStatus.FAILED
         self._job_failed |= failed
         parent = os.environ.get(PARENT_RUN_ENV)
@@ -261,6 +264,15 @@ class SweepParentRun(Callback):
     def _record_best(self, best: SweepJob, finished: bool) -> str:
         """Register the best job's model as ``logger.register`` says, put its params, metric and
         version on the parent, and say what was done."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        from fitlens.tracking.registry import (
+            RegistryError,
+            register_mode,
+            register_run_model,
+            version_from_run,
+        )
+
         settings, client = self._settings, self._client
         name, mode = settings.registered_model, register_mode(settings.get("register"))
         version = None
