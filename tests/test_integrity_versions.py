@@ -124,7 +124,7 @@ def test_a_bundle_changed_after_registration_is_refused_at_export(
         out = tmp_path / "assets"
         cfg = export_config(f"logger.tracking_uri={versions.uri}", "export.version=1",
                             f"export.out_dir={out}", output_dir=tmp_path / "job")
-        with pytest.raises(pipeline.EXPECTED_ERRORS, match="bundle_sha256="):
+        with pytest.raises(RegistryError, match="bundle_sha256="):
             pipeline.run(cfg)
         assert not out.exists()
     finally:

@@ -42,6 +42,7 @@ USER_ERROR_CLASSES = (
     ("fitlens.tracking.store", "TrackingStoreError"),
     ("fitlens.tracking.registry", "RegistryError"),
     ("fitlens.export.onnx", "ExportError"),
+    ("fitlens.export.publish", "PublishError"),
     ("fitlens.export.threshold", "ThresholdError"),
     # Lightning's "your settings do not work" (a monitor that is never logged, devices=3 on CPU).
     ("lightning_fabric.utilities.exceptions", "MisconfigurationException"),

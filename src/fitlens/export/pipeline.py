@@ -26,12 +26,10 @@ from omegaconf import DictConfig
 
 from fitlens.contract import InputSpec
 from fitlens.crossval import read_oof_csv
-from fitlens.data.images import ImageLoadError
 from fitlens.data.splits import SPLITS, Sample, read_split_csv
 from fitlens.export.fixtures import expected_probabilities
 from fitlens.export.metadata import build_metadata, sha256_file, write_metadata
 from fitlens.export.onnx import (
-    ExportError,
     ParityResult,
     export_onnx,
     file_opset,
@@ -41,7 +39,6 @@ from fitlens.export.onnx import (
 from fitlens.export.publish import (
     EXPECTED_FILE,
     META_FILE,
-    PublishError,
     publish,
     remove_staging,
 )
@@ -49,23 +46,16 @@ from fitlens.export.quantize import QuantizeReport, Scores, check_drop, quantize
 from fitlens.export.threshold import (
     OperatingPoint,
     ThresholdChoice,
-    ThresholdError,
     ThresholdSettings,
     choose_threshold,
     folder_probabilities,
     operating_point,
 )
-from fitlens.models.checkpoint import CheckpointError, load_bundle
-from fitlens.tracking.registry import RegistryError, record_export, resolve_model
-from fitlens.tracking.store import TrackingStoreError, store_errors
+from fitlens.models.checkpoint import load_bundle
+from fitlens.tracking.registry import record_export, resolve_model
+from fitlens.tracking.store import store_errors
 
 log = logging.getLogger(__name__)
-
-#: Failures whose message says what to fix: the entry script prints them without a traceback.
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (ExportError, PublishError, ThresholdError,
-                                                CheckpointError,
-                                                RegistryError, TrackingStoreError,
-                                                ImageLoadError, FileNotFoundError, ValueError)
 
 QUANTIZE_CHOICES = (None, "int8")
 #: Photos the parity check runs on: enough to catch drift, few enough to stay quick.
