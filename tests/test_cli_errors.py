@@ -188,7 +188,7 @@ def test_a_bad_value_fails_before_torch_and_mlflow_are_imported(tmp_path: Path) 
                 if line.startswith("import time:")}
     message = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert done.returncode == 2
-    assert message == ["error: optimizer.lr=-0.1: expected > 0"]
+    assert message == ["error: optimizer.lr=-0.1: expected > 0 and finite"]
     assert not {"torch", "mlflow", "pytorch_lightning"} & imported
     assert not (tmp_path / "outputs" / "runs").exists() or \
         not any((tmp_path / "outputs" / "runs").iterdir())
@@ -222,7 +222,7 @@ def test_a_sweep_whose_jobs_stop_on_a_bad_value_exits_with_status_2(
 def test_only_errors_raised_on_purpose_count_as_the_users(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as ours:
         validate_config(compose_config(["optimizer.lr=-1"], output_dir=tmp_path))
-    assert user_message(ours.value) == "optimizer.lr=-1: expected > 0"
+    assert user_message(ours.value) == "optimizer.lr=-1: expected > 0 and finite"
     with pytest.raises(ValueError) as library:
         int("twelve")  # the same type from Python itself, not from fitlens: a bug somewhere
     assert user_message(library.value) is None
