@@ -35,10 +35,12 @@ def test_a_job_never_shares_the_folder_of_one_started_in_the_same_second(
         tmp_path: Path) -> None:
     """The default run and sweep folders are named by the second the job starts; here every
     such name is already another job's. (The jobs stop at once on a bad value: what matters
-    is the folder Hydra gave them.)"""
+    is the folder Hydra gave them. HYDRA_FULL_ERROR keeps it: a job that stops on a user's
+    mistake otherwise removes its folder when it made nothing, see fitlens.cli.)"""
     runs = _claim_the_next_minute(tmp_path / "outputs" / "runs")
     sweeps = _claim_the_next_minute(tmp_path / "outputs" / "multiruns")
     env = {**os.environ, "FITLENS_ROOT": str(tmp_path), "PYTHONWARNINGS": "ignore",
+           "HYDRA_FULL_ERROR": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     jobs = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "logger=csv",
                               "optimizer.lr=-1"], cwd=tmp_path, env=env,
