@@ -42,9 +42,10 @@ def config_classes() -> list[str]:
 
 
 def make_images(root: Path, classes: list[str], variants: int = 4, per_variant: int = 2,
-                size: tuple[int, int] = (40, 32)) -> Path:
-    """``root/<class>/fedb__<Variant>__<n>.jpg``: flat colours per class plus noise, learnable."""
-    rng = np.random.default_rng(0)
+                size: tuple[int, int] = (40, 32), seed: int = 0) -> Path:
+    """``root/<class>/fedb__<Variant>__<n>.jpg``: flat colours per class plus noise, learnable.
+    Sets made with different seeds share no file."""
+    rng = np.random.default_rng(seed)
     for ci, name in enumerate(classes):
         folder = root / name
         folder.mkdir(parents=True, exist_ok=True)
