@@ -91,3 +91,6 @@ def quiet() -> None:
     # torch deprecates LeafSpec; Lightning 2.6 still uses it internally, once per step.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    # Frozen parts (BlazePose, a frozen CNN) stay in eval mode on purpose, so their batch-norm
+    # statistics and dropout never change; Lightning warns about that at every fit.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
