@@ -15,7 +15,7 @@ from PIL import Image
 
 from fitlens.contract import InputSpec, Resize
 from fitlens.export.metadata import build_metadata, sha256_file, write_metadata
-from fitlens.pictures import BOX_COLOUR, SKELETON_COLOUR, input_to_photo
+from fitlens.overlay import BOX_COLOUR, SKELETON_COLOUR, input_to_photo
 from scripts.predict import main as predict_main
 from tests.test_predict import COLOURS, colour_model
 

@@ -4,6 +4,7 @@ no-person fallback, the converged head, and one exported ONNX graph that compute
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -25,8 +26,10 @@ from fitlens.models.checkpoint import build_net
 from fitlens.models.fusion import BlockStandardize, PoseFusionNet
 from fitlens.models.keypoints import NUM_POSE_FEATURES, mirror, person_box, pose_features
 from fitlens.models.pose import NUM_LANDMARKS, load_blazepose
+from fitlens.reports import pose_drawing
+from fitlens.tracking.plots import misclassified_png
 from fitlens.train import run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, config_classes
 
 PHOTOS = ROOT / "data" / "exercises"
 SQUAT = PHOTOS / "squats" / "fedb__Barbell_Full_Squat__0.jpg"
@@ -221,3 +224,35 @@ def test_a_letterboxed_photo_keeps_its_proportions() -> None:
     left, top, w, h = Resize(384, "letterbox").placement(width, height)
     assert (w, top) == (384, (384 - h) // 2)
     assert arr[0].max() == 0 and rows[0] == top  # black letterbox bands
+
+
+def test_the_misclassified_grid_draws_the_models_own_skeleton(fusion: PoseFusionNet,
+                                                              tmp_path: Path) -> None:
+    """The grid a pose run logs asks the network for each wrong photo's landmarks (only for the
+    photos it shows) and draws them: the picture changes, the landmarks are the model's."""
+    resize = Resize(384, "letterbox")
+    module = SimpleNamespace(net=fusion, device=torch.device("cpu"),
+                             spec=SimpleNamespace(resize=resize))
+    pose_of, drawn_with = pose_drawing(module)
+    assert drawn_with == resize
+    keypoints, box = pose_of(Sample(SQUAT, 5, "squats", "g"))
+    with torch.no_grad():
+        _, expected, expected_box = fusion.explain(torch.from_numpy(preprocess(SQUAT, resize)))
+    np.testing.assert_allclose(keypoints, expected[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(box, expected_box[0].numpy(), atol=1e-5)
+
+    samples = [Sample(SQUAT, 5, "squats", "a"), Sample(PULLUP, 3, "pullup", "b")]
+    probs = torch.tensor([[0.9, 0, 0, 0, 0, 0.1, 0], [0, 0, 0, 1.0, 0, 0, 0]])  # one wrong
+    asked: list[Path] = []
+
+    def recording(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        asked.append(sample.path)
+        return keypoints, box
+
+    classes = [*config_classes(), "none"]
+    plain = misclassified_png(samples, probs, classes, tmp_path / "plain.png")
+    posed = misclassified_png(samples, probs, classes, tmp_path / "posed.png",
+                              pose=(recording, resize))
+    assert asked == [SQUAT]
+    assert plain.read_bytes() != posed.read_bytes()
+    assert not pose_drawing(SimpleNamespace(net=torch.nn.Linear(2, 2)))

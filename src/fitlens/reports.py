@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fitlens.contract import Resize
+from fitlens.data.images import preprocess
 from fitlens.data.splits import Sample
 from fitlens.models.classifier import ExerciseClassifier
-from fitlens.tracking.plots import confusion_png, misclassified_png, per_class_csv
+from fitlens.tracking.plots import PoseOf, confusion_png, misclassified_png, per_class_csv
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,27 @@ def write_split_reports(matrices: dict[str, torch.Tensor], classes: Sequence[str
     return written
 
 
+def pose_drawing(module: ExerciseClassifier) -> tuple[PoseOf, Resize] | None:
+    """For a pose model, what the misclassified grid draws each photo's skeleton with: the
+    network's own landmarks and crop box on the photo as the contract prepares it."""
+    if not getattr(module.net, "has_pose_outputs", False):
+        return None
+    resize = module.spec.resize
+
+    def pose_of(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(preprocess(sample.path, resize)).to(module.device)
+        training = module.net.training
+        module.net.eval()
+        try:
+            with torch.no_grad():
+                _, keypoints, box = module.net.explain(x)
+        finally:
+            module.net.train(training)
+        return keypoints[0].cpu().numpy(), box[0].cpu().numpy()
+
+    return pose_of, resize
+
+
 def write_run_reports(module: ExerciseClassifier, samples: dict[str, list[Sample]],
                       folder: Path) -> list[Path]:
     """The reports of a fitted and tested :class:`~fitlens.models.classifier.ExerciseClassifier`
@@ -53,7 +76,8 @@ def write_run_reports(module: ExerciseClassifier, samples: dict[str, list[Sample
         # Predictions pair with files only if they arrive in file order (not under DDP).
         if outputs["labels"].tolist() == [s.label for s in test]:
             written.append(misclassified_png(test, outputs["probs"], classes,
-                                             folder / PLOTS_DIR / "misclassified_test.png"))
+                                             folder / PLOTS_DIR / "misclassified_test.png",
+                                             pose=pose_drawing(module)))
         else:
             log.warning("test predictions are not in file order (distributed test?); no "
                         "misclassified grid")

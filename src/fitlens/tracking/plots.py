@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fitlens.contract import Resize
 from fitlens.data.images import load_rgb
 from fitlens.data.splits import Sample
+from fitlens.overlay import draw_pose
+
+#: A pose model's ``(keypoints [33, 3], person box [4])`` for a photo, in model-input pixels.
+PoseOf = Callable[[Sample], tuple[np.ndarray, np.ndarray]]
 
 #: Thumbnail edge for the misclassified grid; the photos themselves are phone-sized.
 THUMBNAIL = 160
@@ -69,8 +75,12 @@ def confusion_png(matrix: torch.Tensor, classes: Sequence[str], title: str, path
 
 
 def misclassified_png(samples: Sequence[Sample], probs: torch.Tensor, classes: Sequence[str],
-                      path: Path, max_images: int = 24, columns: int = 6) -> Path:
-    """The wrong predictions, most confident first (those are the instructive ones)."""
+                      path: Path, max_images: int = 24, columns: int = 6,
+                      pose: tuple[PoseOf, Resize] | None = None) -> Path:
+    """The wrong predictions, most confident first (those are the instructive ones). With
+    ``pose`` (a pose model's landmarks per photo and the contract's resize), each photo shows
+    the skeleton and crop box the model saw: a wrong answer on a wrong skeleton is the pose
+    model's miss, on a right one the head's."""
     predicted = probs.argmax(dim=1)
     wrong = [i for i, s in enumerate(samples) if int(predicted[i]) != s.label]
     wrong.sort(key=lambda i: -float(probs[i, predicted[i]]))
@@ -83,7 +93,11 @@ def misclassified_png(samples: Sequence[Sample], probs: torch.Tensor, classes: S
     for k, i in enumerate(shown):
         ax = fig.add_subplot(rows, columns, k + 1)
         img = load_rgb(samples[i].path)
+        size = img.size
         img.thumbnail((THUMBNAIL, THUMBNAIL))
+        if pose is not None:
+            pose_of, resize = pose
+            draw_pose(img, *pose_of(samples[i]), resize, size)
         ax.imshow(img)
         ax.set_axis_off()
         p = int(predicted[i])
