@@ -15,6 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
+import fitlens  # noqa: F401  (registers the ${fitlens.*} resolvers the configs use)
+
 if TYPE_CHECKING:
     from fitlens.train import TrainResult
 

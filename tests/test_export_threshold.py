@@ -71,7 +71,7 @@ def test_a_minimum_of_answered_photos_is_required() -> None:
     one = choose_threshold(probs, labels, 2, ThresholdSettings(0.9, 0.5, 1, None), "val")
     assert one.met and one.threshold == 0.9
     two = choose_threshold(probs, labels, 2, ThresholdSettings(0.9, 0.5, 2, None), "val")
-    assert not two.met and two.point.accepted >= 2
+    assert not two.met and two.point.known_accepted >= 2
 
 
 def test_tied_confidences_are_accepted_or_refused_together() -> None:
@@ -124,11 +124,11 @@ def test_a_met_choice_is_the_lowest_threshold_whose_bound_reaches_the_target(
     choice = choose_threshold(probs, labels, 2, rule, "val")
     if not choice.met:
         return
-    assert choice.point.precision_lower >= target and choice.point.accepted >= 2
+    assert choice.point.precision_lower >= target and choice.point.known_accepted >= 2
     for t in np.unique(probs.max(axis=1)):
         point = operating_point(probs, labels, 2, float(t), 0.8)
         if t < choice.threshold:
-            assert point.precision_lower < target or point.accepted < 2
+            assert point.precision_lower < target or point.known_accepted < 2
 
 
 def test_folder_probabilities_cover_readable_images(tmp_path: Path) -> None:

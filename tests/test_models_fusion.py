@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -18,6 +19,7 @@ from fitlens.data.datamodule import spec_of
 from fitlens.data.images import fit_to_input, load_rgb, preprocess, to_chw_float
 from fitlens.data.splits import Sample
 from fitlens.export.onnx import export_onnx
+from fitlens.export.quantize import quantize_int8
 from fitlens.models import backbones
 from fitlens.models.checkpoint import build_net
 from fitlens.models.fusion import BlockStandardize, PoseFusionNet
@@ -133,12 +135,19 @@ def test_no_person_means_whole_image_zero_pose_features_and_the_flag(
 
 
 def test_block_standardize_gives_each_block_the_same_weight() -> None:
-    layer = BlockStandardize((100, 4))
-    features = torch.randn(500, 104) * 7 + 3
+    layer = BlockStandardize((100, 20))
+    features = torch.randn(500, 120) * 7 + 3
     layer.fit(features)
     out = layer(features)
     norms = out[:, :100].pow(2).sum(1).mean(), out[:, 100:].pow(2).sum(1).mean()
     assert norms[0] == pytest.approx(norms[1], rel=1e-3)
+    # A constant feature is only centred; a nearly constant one is not blown up.
+    features[:, 100] = 1.0
+    features[:, 101] = 1.0 + torch.randn(500) * 1e-6
+    layer.fit(features)
+    floor = 0.05 * features[:, 100:].std(0, unbiased=False).median()
+    assert layer.std[100] == 1.0 and layer.std[101] == pytest.approx(float(floor))
+    assert layer(features)[:, 100:102].abs().max() < 1e-3
 
 
 def test_the_fusion_graph_exports_and_matches_pytorch(fusion: PoseFusionNet,
@@ -162,6 +171,16 @@ def test_the_fusion_graph_exports_and_matches_pytorch(fusion: PoseFusionNet,
     np.testing.assert_allclose(probs, logits.softmax(1).numpy(), atol=1e-4)
     np.testing.assert_allclose(keypoints, kp_torch.numpy(), atol=1e-2)
     np.testing.assert_allclose(box, box_torch.numpy(), atol=1e-2)
+
+    # int8 quantises the CNN only: the pose model's landmarks stay exactly fp32's.
+    int8 = quantize_int8(path, tmp_path / "fusion_int8.onnx", [SQUAT, PULLUP], resize)
+    quantized = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    _, int8_probs, int8_keypoints, int8_box = quantized.run(None, {"input": x})
+    np.testing.assert_array_equal(int8_keypoints, keypoints)
+    np.testing.assert_array_equal(int8_box, box)
+    graph = onnx.load(str(int8))
+    assert any(n.op_type == "QuantizeLinear" for n in graph.graph.node)
+    assert abs(int8_probs.sum() - 1) < 0.02
 
 
 def test_lbfgs_head_is_the_converged_logistic_regression(tiny_cfg) -> None:

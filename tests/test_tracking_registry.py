@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -27,8 +28,8 @@ _names = itertools.count()
 
 
 def _model_with_versions(tracked: TrackedTraining, scores: list[tuple[float, str]]) -> str:
-    """A fresh registered model whose versions come from runs with these (f1, status); the runs
-    log no bundle of their own."""
+    """A fresh registered model whose versions come from runs with these (f1, status), on the
+    trained run's classes and data; the runs log no bundle of their own."""
     client = MlflowClient(tracked.tracking_uri)
     trained = client.get_run(tracked.result.mlflow_run_id)
     # A plain artifact URI: a models:/ source would be looked up in MLflow's global store.
@@ -36,10 +37,13 @@ def _model_with_versions(tracked: TrackedTraining, scores: list[tuple[float, str
     experiment = trained.info.experiment_id
     name = f"candidates-{next(_names)}"
     client.create_registered_model(name)
+    same = {k: trained.data.tags[k] for k in ("classes", "data_fingerprint")}
+    assert json.loads(same["classes"]) == list(tracked.cfg.data.classes), "recorded at start"
     for i, (f1, status) in enumerate(scores):
-        run_ = client.create_run(experiment, run_name=f"candidate {i}")
-        client.log_metric(run_.info.run_id, "test/f1_macro", f1)
-        client.log_metric(run_.info.run_id, "test/loss", 1 - f1)
+        run_ = client.create_run(experiment, run_name=f"candidate {i}", tags=same)
+        client.log_metric(run_.info.run_id, "best_val/f1_macro", f1)
+        client.log_metric(run_.info.run_id, "val/loss", 1 - f1)
+        client.log_metric(run_.info.run_id, "test/f1_macro", 1 - f1)
         client.set_terminated(run_.info.run_id, status)
         client.create_model_version(name, source, run_id=run_.info.run_id)
     return name
@@ -63,15 +67,15 @@ def test_promote_a_version_moves_the_alias_and_records_why(tracked_run: TrackedT
 
 
 @pytest.mark.parametrize(("metric", "mode", "expected"), [
-    ("test/f1_macro", "max", "2"), ("test/loss", "min", "2"), ("test/f1_macro", "min", "1")])
+    (None, "max", "2"), ("val/loss", "min", "2"), ("best_val/f1_macro", "min", "1")])
 def test_promote_best_picks_by_metric_among_finished_runs(
-        tracked_run: TrackedTraining, metric: str, mode: str, expected: str) -> None:
+        tracked_run: TrackedTraining, metric: str | None, mode: str, expected: str) -> None:
     # Version 3 scores highest but its run failed: never a candidate.
     name = _model_with_versions(
         tracked_run, [(0.4, "FINISHED"), (0.8, "FINISHED"), (0.9, "FAILED")])
     done = promote(tracked_run.tracking_uri, name, best=True, metric=metric, mode=mode)
     assert done.new.version == expected
-    assert metric in done.reason
+    assert (metric or "best_val/f1_macro") in done.reason
 
 
 def test_promote_refuses_what_cannot_be_promoted(tracked_run: TrackedTraining) -> None:
@@ -83,7 +87,7 @@ def test_promote_refuses_what_cannot_be_promoted(tracked_run: TrackedTraining) -
         promote(uri, name, version=7)
     with pytest.raises(RegistryError, match="registered model 'nope' not found"):
         promote(uri, "nope", version=1)
-    with pytest.raises(RegistryError, match="metric=val/nothing: no version"):
+    with pytest.raises(RegistryError, match="metric=val/nothing: no comparable version"):
         promote(uri, name, best=True, metric="val/nothing")
     with pytest.raises(ValueError, match="either version=N or best=true"):
         promote(uri, name, version=1, best=True)

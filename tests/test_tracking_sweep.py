@@ -1,13 +1,16 @@
-"""A ``-m`` sweep through the real entry point: one parent run, a child run per job."""
+"""A ``-m`` sweep through the real entry point: one parent run, a child run per job, and at the
+end a table of the jobs and only the best job's model registered (``logger.register=best``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 from mlflow import MlflowClient
 
 from tests.conftest import ROOT, TINY
@@ -44,9 +47,39 @@ def test_sweep_is_a_parent_run_with_one_child_per_job(tmp_path: Path, image_root
     assert all(r.data.tags["output_dir"].startswith(str(tmp_path / "outputs" / "multiruns"))
                for r in children)
 
+    # Only the best job's model is registered, when the sweep ends.
     client = MlflowClient(tracking_uri)
-    versions = client.search_model_versions("name='exercise-classifier'")
-    assert {v.run_id for v in versions} == {r.info.run_id for r in children}
+    (version,) = client.search_model_versions("name='exercise-classifier'")
+    returned = {r.info.run_id: json.loads(r.data.tags["fitlens.sweep.job"]) for r in children}
+    best = max(children, key=lambda r: (returned[r.info.run_id]["metric"],
+                                        -returned[r.info.run_id]["num"]))
+    assert version.run_id == best.info.run_id == best.data.tags["fitlens.model_run_id"]
+    assert {j["metric"] for j in returned.values()} == {
+        r.data.metrics["best_val/f1_macro"] for r in children}, "what each job returned"
+
+    # The parent carries the best job's params, metric and version.
+    parent = client.get_run(parent.info.run_id)
+    assert parent.data.params == best.data.params
+    assert parent.data.tags["best.model_version"] == str(version.version)
+    assert parent.data.tags["best.run_id"] == best.info.run_id
+    assert parent.data.tags["best.overrides"] == f"optimizer.lr={best.data.params['optimizer.lr']}"
+    assert parent.data.metrics["best/val/f1_macro"] == returned[best.info.run_id]["metric"]
+
+    # The table: one row per job with what it returned, the best marked.
+    lines = out.stdout[out.stdout.index(f"sweep {parent.info.run_id}: 2 job(s)"):].splitlines()
+    assert lines[0].endswith("best = higher val/f1_macro (the value each job returned)")
+    assert lines[1].split() == ["job", "val/f1_macro", "MLflow", "run", "overrides"]
+    by_job = sorted(children, key=lambda r: returned[r.info.run_id]["num"])
+    for line, child in zip(lines[2:4], by_job, strict=True):
+        recorded = returned[child.info.run_id]
+        mark = ["best"] if child is best else []
+        lr = child.data.params["optimizer.lr"]
+        assert line.split() == [str(recorded["num"]), f"{recorded['metric']:.4f}", *mark,
+                                child.info.run_id, f"optimizer.lr={lr}"]
+    assert lines[4] == (f"registered exercise-classifier version {version.version}: the model of "
+                        f"job {returned[best.info.run_id]['num']} (run {best.info.run_id})")
+    table = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/sweep_jobs.txt")
+    assert table.splitlines() == lines[:5]
     # One store for the whole sweep: nothing in the jobs' folders, no default ./mlruns/0.
     assert [p.name for p in (tmp_path / "mlruns").iterdir() if p.is_dir()] == ["artifacts"]
     assert not [p for p in (tmp_path / "outputs").rglob("*") if "mlruns" in p.name]
@@ -59,6 +92,12 @@ def test_failed_job_fails_the_parent(tmp_path: Path, image_root: Path,
     assert out.returncode != 0 and "optimizer.lr=-1" in out.stderr
     (parent,) = _runs(tracking_uri)
     assert parent.data.tags["sweep"] == "true" and parent.info.status == "FAILED"
+    # It failed before its run started; the table still shows it, and nothing is registered.
+    lines = out.stdout[out.stdout.index(f"sweep {parent.info.run_id}: 1 job(s)"):].splitlines()
+    assert lines[2].split() == ["0", "-", "failed", "-"]
+    assert lines[3] == ("no job finished with a model and a finite val/f1_macro: no best job, "
+                        "nothing registered by the sweep")
+    assert MlflowClient(tracking_uri).search_registered_models() == []
 
 
 def test_unreachable_store_stops_the_sweep_before_any_job(tmp_path: Path,

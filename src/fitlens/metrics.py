@@ -3,8 +3,10 @@
 Known-class scores (``acc``, ``f1_macro``, ``acc_<class>``) are over photos of the known classes,
 with the best *known* class as the prediction, so switching a reject class on or off does not
 change what they measure. Reject scores (``reject_auroc``, ``known_accepted``,
-``other_accepted``, ``accepted_precision``) are over known and other photos together, with
-:func:`fitlens.contract.accepted` as the rule at a given threshold.
+``other_accepted``) are over known and other photos together, with
+:func:`fitlens.contract.accepted` as the rule at a given threshold; ``accepted_precision`` is the
+share of right answers among the known photos answered (how many photos of other exercises a set
+holds is an accident of the set, so they count in ``other_accepted`` instead).
 """
 
 from __future__ import annotations
@@ -73,8 +75,8 @@ def scores(probs: np.ndarray, labels: np.ndarray, classes: Sequence[str],
             out["known_accepted"] = float(taken[known].mean())
         if other.any():
             out["other_accepted"] = float(taken[other].mean())
-        if taken.any():
-            out["accepted_precision"] = float(right.sum() / taken.sum())
+        if (taken & known).any():  # as the threshold's precision: answers to known photos
+            out["accepted_precision"] = float(right.sum() / (taken & known).sum())
     if known.any() and other.any():
         out["reject_auroc"] = float(roc_auc_score(other, unknown_score(probs, k)))
     return out

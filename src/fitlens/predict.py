@@ -8,8 +8,10 @@ the result the app shows for the same file.
 
 from __future__ import annotations
 
+import csv
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,8 @@ from fitlens.export.metadata import (
 )
 
 META_FILE = "model_meta.json"
+#: ``outputs`` keys of a pose model's metadata, in the order the pictures use them.
+POSE_OUTPUTS = ("keypoints", "person_box")
 #: What onnxruntime raises for a file it cannot load as a model (damaged, not ONNX, bad graph).
 ORT_LOAD_ERRORS = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph,
                    ort_errors.InvalidProtobuf, ort_errors.NoModel, ort_errors.NotImplemented,
@@ -42,6 +46,10 @@ class Prediction:
     threshold: float
     #: The reject output's probability (None for a model without one).
     reject_probability: float | None = None
+    #: A pose model's ``[33, 3]`` landmarks (x, y in model-input pixels, visibility 0..1) and
+    #: ``[4]`` person box (x0, y0, x1, y1 in model-input pixels); None for other models.
+    keypoints: np.ndarray | None = None
+    person_box: np.ndarray | None = None
 
     @property
     def answer(self) -> Answer:
@@ -67,6 +75,15 @@ class Skipped:
 class PredictResult:
     predictions: list[Prediction]
     skipped: list[Skipped]
+    #: Wall time of reading, preprocessing and running every photo (skipped ones included).
+    seconds: float = 0.0
+
+    def counts(self) -> dict[str, int]:
+        """Photos per outcome: the contract's three answers, and skipped."""
+        counts = {answer.value: 0 for answer in Answer}
+        for p in self.predictions:
+            counts[p.answer.value] += 1
+        return {**counts, "skipped": len(self.skipped)}
 
 
 class Predictor:
@@ -89,6 +106,11 @@ class Predictor:
         self.model_path = self.model_dir / entry["model_file"]
         self.sha256 = entry["sha256"]
         self.threshold = float(entry["threshold"])
+        # A plain file name (validated) can still be a link to a file anywhere.
+        if not self.model_path.resolve().is_relative_to(self.model_dir.resolve()):
+            raise MetadataError(f"{meta_path}: names {entry['model_file']}, a link to "
+                                f"{self.model_path.resolve()}, outside {self.model_dir}; expected "
+                                "the model file itself next to model_meta.json")
         if not self.model_path.is_file():
             raise MetadataError(f"{meta_path}: names {entry['model_file']}, which is not in "
                                 f"{self.model_dir}; re-run python scripts/export.py")
@@ -98,6 +120,10 @@ class Predictor:
                                 "python scripts/export.py")
         self.input_name = self.meta["input"]["name"]
         self.output_name = self.meta["outputs"]["probabilities"]
+        #: A pose model's extra outputs, for pictures (None: the model has none).
+        self.pose_names = tuple(self.meta["outputs"].get(k) for k in POSE_OUTPUTS)
+        if None in self.pose_names:
+            self.pose_names = None
         try:
             self.session = ort.InferenceSession(str(self.model_path),
                                                 providers=["CPUExecutionProvider"])
@@ -137,11 +163,23 @@ class Predictor:
                 f"expected {width} probabilities summing to 1 "
                 f"(classes {list(self.spec.output_classes)})")
 
+    def probabilities(self, path: str | Path) -> np.ndarray:
+        """One file's probabilities over the outputs (known classes, then the reject class);
+        raises :class:`ImageLoadError` if it is not a usable image."""
+        (probs,) = self.session.run([self.output_name],
+                                    {self.input_name: preprocess(path, self.spec.resize)})
+        return np.asarray(probs, dtype=np.float64)[0]
+
     def predict_file(self, path: str | Path, top_k: int = 3) -> Prediction:
         """Classify one file; raises :class:`ImageLoadError` if it is not a usable image."""
-        x = preprocess(path, self.spec.resize)
-        (probs,) = self.session.run([self.output_name], {self.input_name: x})
-        return self.prediction(path, np.asarray(probs, dtype=np.float64)[0], top_k)
+        if self.pose_names is None:
+            return self.prediction(path, self.probabilities(path), top_k)
+        probs, keypoints, box = self.session.run(
+            [self.output_name, *self.pose_names],
+            {self.input_name: preprocess(path, self.spec.resize)})
+        return replace(self.prediction(path, np.asarray(probs, dtype=np.float64)[0], top_k),
+                       keypoints=np.asarray(keypoints, dtype=np.float64)[0],
+                       person_box=np.asarray(box, dtype=np.float64)[0])
 
     def prediction(self, path: str | Path, probs: np.ndarray, top_k: int = 3) -> Prediction:
         """The contract's decision for one photo's probabilities."""
@@ -156,12 +194,13 @@ class Predictor:
         """Classify files and the images in directories; unusable files are skipped with the
         reason, so one broken photo does not stop a folder."""
         predictions, skipped = [], []
+        started = time.perf_counter()
         for path in iter_images(paths):
             try:
                 predictions.append(self.predict_file(path, top_k))
             except ImageLoadError as exc:
                 skipped.append(Skipped(path, exc.reason))
-        return PredictResult(predictions, skipped)
+        return PredictResult(predictions, skipped, time.perf_counter() - started)
 
 
 def iter_images(paths: Sequence[str | Path]) -> Iterator[Path]:
@@ -186,12 +225,33 @@ def to_json(result: PredictResult, predictor: Predictor) -> dict[str, Any]:
                   "version": source.get("version")},
         "threshold": predictor.threshold,
         "reject_class": predictor.spec.reject_class,
+        "summary": {**result.counts(), "seconds": result.seconds},
         "predictions": [{"file": str(p.path), "answer": p.answer.value, "label": p.label,
                          "confident": p.confident, "reject_probability": p.reject_probability,
                          "top": [{"class": c, "probability": prob} for c, prob in p.top]}
                         for p in result.predictions],
         "skipped": [{"file": str(s.path), "reason": s.reason} for s in result.skipped],
     }
+
+
+def write_csv(result: PredictResult, path: Path) -> Path:
+    """``predictions.csv``: per photo its answer, the label it was given (empty unless an
+    exercise), the top classes with probabilities and the reject output's probability; skipped
+    files with the reason."""
+    top_k = max((len(p.top) for p in result.predictions), default=0)
+    ranked = [f"top{i}{part}" for i in range(1, top_k + 1) for part in ("", "_probability")]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "answer", "label", *ranked, "reject_probability", "skipped"])
+        for p in result.predictions:
+            cells = [cell for c, prob in p.top for cell in (c, f"{prob:.6f}")]
+            cells += [""] * (len(ranked) - len(cells))
+            reject = "" if p.reject_probability is None else f"{p.reject_probability:.6f}"
+            writer.writerow([str(p.path), p.answer.value, p.label or "", *cells, reject, ""])
+        for skipped in result.skipped:
+            writer.writerow([str(skipped.path), "skipped", "", *[""] * len(ranked), "",
+                             skipped.reason])
+    return path
 
 
 def verdict(p: Prediction) -> str:
@@ -214,3 +274,14 @@ def format_text(result: PredictResult) -> str:
     if not result.predictions and not result.skipped:
         lines.append("no images found")
     return "\n".join(lines)
+
+
+def format_summary(result: PredictResult) -> str:
+    """One closing line: how many photos got each answer, were skipped, and the time per photo."""
+    counts = result.counts()
+    total = len(result.predictions) + len(result.skipped)
+    per_photo = f", {1000 * result.seconds / total:.1f} ms per photo" if total else ""
+    return (f"{total} photo(s): {counts[Answer.EXERCISE.value]} classified, "
+            f"{counts[Answer.NOT_SURE.value]} not sure, "
+            f"{counts[Answer.UNKNOWN.value]} none of the known exercises, "
+            f"{counts['skipped']} skipped{per_photo}")

@@ -19,11 +19,15 @@ from omegaconf import DictConfig
 
 from fitlens import crossval
 from fitlens.config import validate_config
+from fitlens.console import EpochTable, FitHistory, training_display
 from fitlens.data.datamodule import ExerciseDataModule
 from fitlens.export.threshold import ThresholdSettings
 from fitlens.models.checkpoint import safe_load
 from fitlens.models.classifier import ExerciseClassifier
+from fitlens.reports import write_oof_reports, write_run_reports
+from fitlens.tracking.registry import MODEL_RUN_TAG
 from fitlens.tracking.runs import Tracker
+from fitlens.tracking.ui import run_url
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +43,16 @@ class TrainResult:
     test_metrics: dict[str, float] = field(default_factory=dict)
     #: A cross-validation job's ``oof/*`` metrics (and the threshold they give).
     oof_metrics: dict[str, float] = field(default_factory=dict)
-    #: The MLflow run and registered model version (None without tracking: logger=csv).
+    #: The MLflow run, its page in the UI and the registered model version (None without
+    #: tracking: logger=csv).
     mlflow_run_id: str | None = None
+    mlflow_url: str | None = None
     model_version: str | None = None
+    registered_model: str | None = None
+    #: The epochs as the console showed them (best and last, why the fit stopped).
+    history: FitHistory | None = None
+    #: The store, for the summary's "how to open the UI" (None without tracking).
+    tracking_uri: str | None = None
 
 
 @dataclass
@@ -64,11 +75,14 @@ def build(cfg: DictConfig) -> tuple[ExerciseDataModule, ExerciseClassifier, pl.T
     model = instantiate(cfg.model, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
                         _partial_=True)(spec=datamodule.spec)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # What the console shows is not a config choice: epoch lines always, a bar on a terminal.
+    shown, live_bar = training_display(bool(cfg.trainer.get("enable_progress_bar", True)))
     # The logger group holds Lightning loggers (entries with a _target_) and, for MLflow, the
     # tracking settings (tracking_uri, ...), which fitlens.tracking reads.
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()
                if isinstance(c, DictConfig) and "_target_" in c]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=[*callbacks, *shown], logger=loggers or False,
+                          enable_progress_bar=live_bar)
     return datamodule, model, trainer
 
 
@@ -84,8 +98,17 @@ def run(cfg: DictConfig) -> TrainResult:
     # naming the file, and its MLflow run id lets the resumed job continue that run.
     resume = safe_load(cfg.ckpt_path) if cfg.get("ckpt_path") else None
     # Connects (or fails) before anything is trained.
-    tracker = Tracker.from_config(cfg)
+    tracker = _tracker(cfg)
     return fit_job(cfg, tracker, resume=resume if isinstance(resume, dict) else None).result
+
+
+def _tracker(cfg: DictConfig) -> Tracker | None:
+    """The job's MLflow tracker; none for a smoke test (``trainer.fast_dev_run``), which, as
+    Lightning does with its loggers, records nothing."""
+    if cfg.trainer.get("fast_dev_run"):
+        log.info("trainer.fast_dev_run: a smoke test, not tracked in MLflow")
+        return None
+    return Tracker.from_config(cfg)
 
 
 def fit_job(cfg: DictConfig, tracker: Tracker | None, *, resume: dict[str, Any] | None = None,
@@ -100,9 +123,14 @@ def fit_job(cfg: DictConfig, tracker: Tracker | None, *, resume: dict[str, Any] 
                      run_name=run_name) as tracked:
         result = _fit_and_test(cfg, datamodule, model, trainer)
         result.mlflow_run_id = tracked.run_id
+        result.mlflow_url = run_url(tracker.settings.tracking_uri, tracker.experiment,
+                                    tracked.run_id)
+        result.tracking_uri = tracker.settings.tracking_uri
         result.model_version = tracked.log_result(
             model, datamodule, result.best_checkpoint, result.val_metrics, log_model=log_model,
             register=register)
+        if result.model_version is not None:
+            result.registered_model = tracker.settings.registered_model
     return FittedJob(result, model, datamodule)
 
 
@@ -122,9 +150,13 @@ def _fit_and_test(cfg: DictConfig, datamodule: pl.LightningDataModule,
     metrics = {**val, **test}
     optimized = cfg.get("optimized_metric")
     metric = val.get(f"best_{optimized}", metrics.get(optimized)) if optimized else None
-    return TrainResult(metric=metric, best_checkpoint=best,
-                       output_dir=str(Path(cfg.paths.output_dir)), val_metrics=val,
-                       test_metrics=test)
+    out_dir = Path(cfg.paths.output_dir)
+    if trainer.is_global_zero:
+        write_run_reports(model, datamodule.samples, out_dir)
+    table = next((c for c in trainer.callbacks if isinstance(c, EpochTable)), None)
+    return TrainResult(metric=metric, best_checkpoint=best, output_dir=str(out_dir),
+                       val_metrics=val, test_metrics=test,
+                       history=table.history if table else None)
 
 
 def cross_validate(cfg: DictConfig) -> TrainResult:
@@ -137,7 +169,7 @@ def cross_validate(cfg: DictConfig) -> TrainResult:
     folds = int(cfg.cv.folds)
     if folds < 2:
         raise ValueError(f"cv.folds={folds}: expected null or an integer >= 2")
-    tracker = Tracker.from_config(cfg)
+    tracker = _tracker(cfg)
     out_dir = Path(cfg.paths.output_dir)
     with tracker.parent_run(f"cv{folds}") if tracker else nullcontext() as parent_id:
         oof = crossval.OutOfFold.empty()
@@ -167,11 +199,14 @@ def cross_validate(cfg: DictConfig) -> TrainResult:
             metrics["oof/other_accepted_at_threshold"] = choice.point.other_accepted_fraction
         metrics = {k: v for k, v in metrics.items() if np.isfinite(v)}
         oof_csv = crossval.write_oof_csv(oof, spec.output_classes, out_dir / crossval.OOF_FILE)
+        write_oof_reports(crossval.confusion_matrix(oof, spec), spec.output_classes, out_dir)
         refit = fit_job(crossval.fold_config(cfg, None), tracker, parent_run_id=parent_id,
                         run_name="refit", log_model=True, register=None)
         if tracker is not None and parent_id is not None:
             tracker.log_cross_validation(parent_id, refit.result.mlflow_run_id, metrics, oof_csv,
                                          crossval.confusion_matrix(oof, spec), spec)
+            # A sweep registers its best job from the run that holds the job's model.
+            tracker.client.set_tag(parent_id, MODEL_RUN_TAG, refit.result.mlflow_run_id)
     optimized = cfg.get("optimized_metric")
     result = refit.result
     result.oof_metrics = metrics

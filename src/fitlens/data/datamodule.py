@@ -27,10 +27,14 @@ from fitlens.data.splits import (
     SPLITS,
     Sample,
     assign_splits,
+    check_duplicates,
+    check_split,
     collect_samples,
     find_images,
     find_reject_images,
+    ignored_files,
     read_split_csv,
+    warn_ignored,
     write_split_csv,
 )
 
@@ -112,7 +116,9 @@ def spec_of(data_cfg: Mapping[str, Any]) -> InputSpec:
 
 
 class ExerciseDataModule(pl.LightningDataModule):
-    """Finds, checks and splits the images; writes the split CSV into the run's folder.
+    """Finds, checks and splits the images, checks the split (:func:`check_split`,
+    :func:`check_duplicates`); writes the split CSV into the run's folder. Files the data set
+    leaves out are listed in a warning and kept in :attr:`ignored`.
 
     With ``reject_root`` the photos there (exercises that are none of the classes) become one
     more output, ``reject_class``, split by group like the rest; each training epoch sees every
@@ -170,6 +176,7 @@ class ExerciseDataModule(pl.LightningDataModule):
         self.suffixes = tuple(suffixes)
         self.samples: dict[str, list[Sample]] = {}
         self.skipped: list[tuple[Path, str]] = []
+        self.ignored: list[Path] = []
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -182,22 +189,32 @@ class ExerciseDataModule(pl.LightningDataModule):
         outputs = self.spec.output_classes
         if self.split_file:
             samples, split_of = read_split_csv(self.split_file, outputs)
+            source = f"data.split_file={self.split_file}"
         else:
             files = find_images(self.root, self.classes, self.suffixes)
+            suffixes = f"*{{{','.join(self.suffixes)}}}"
+            self.ignored = [p for name in self.classes
+                            for p in ignored_files(self.root / name, self.suffixes)]
+            warn_ignored(self.ignored, f"data.root={self.root}",
+                         f"<root>/<class>/{suffixes}, no sub-folders")
             if self.reject_root is not None:
                 files[str(self.spec.reject_class)] = find_reject_images(self.reject_root,
                                                                         self.suffixes)
+                ignored = ignored_files(self.reject_root, self.suffixes, nested=True)
+                warn_ignored(ignored, f"data.reject_root={self.reject_root}", suffixes)
+                self.ignored += ignored
             samples = collect_samples(files, outputs, self.group_pattern)
             split_of = assign_splits(samples, seed=self.seed, val_fraction=self.val_fraction,
                                      test_fraction=self.test_fraction, folds=self.folds,
                                      fold=self.fold)
+            source = f"data.root={self.root}"
         samples = self._drop_bad_files(samples)
+        check_split(samples, split_of, outputs, source)
+        check_duplicates(samples, split_of, source)
         if self.split_csv:
             write_split_csv(samples, split_of, Path(self.split_csv))
         self.samples = {name: [s for s in samples if split_of[s.group] == name]
                         for name in SPLITS}
-        if not self.samples["train"]:
-            raise ValueError(f"data.root={self.root}: the split left no training images")
         log.info("split: %s", {k: len(v) for k, v in self.samples.items()})
 
     def _drop_bad_files(self, samples: list[Sample]) -> list[Sample]:

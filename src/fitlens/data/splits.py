@@ -1,24 +1,33 @@
-"""Finding the samples and splitting them by group.
+"""Finding the samples, splitting them by group, and checking the split.
 
 Photos of one exercise variant share a person, a set and a pose, so a split by file would put
 near-duplicates on both sides and inflate every score. Everything here splits by *group* (a regex
-over the file name), per class, deterministically under a seed.
+over the file name), per class, deterministically under a seed. A split made elsewhere
+(``data.split_file``) or thinned by skipped files is checked (:func:`check_split`,
+:func:`check_duplicates`): a photo or group in two splits, a class with nothing to train on, and
+one photo under two labels are errors; what only weakens the scores is a warning.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import logging
 import random
 import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from fitlens.data.images import IMAGE_SUFFIXES
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
 CSV_FIELDS = ("file", "class", "group", "split")
+#: How many files a warning or error lists before it only counts the rest.
+LISTED = 10
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,34 @@ def find_reject_images(root: str | Path,
             f"data.reject_root={root}: no images; expected files ending in {', '.join(suffixes)} "
             f"(photos of exercises that are none of the classes), or {off}")
     return files
+
+
+def _listing(items: Sequence[object]) -> str:
+    shown = ", ".join(str(i) for i in items[:LISTED])
+    return shown + (f", ... ({len(items) - LISTED} more)" if len(items) > LISTED else "")
+
+
+def ignored_files(folder: str | Path, suffixes: Sequence[str] = IMAGE_SUFFIXES,
+                  nested: bool = False) -> list[Path]:
+    """Files under ``folder`` that the data set leaves out: other suffixes, and (unless
+    ``nested``, as for the reject photos) anything in sub-folders. Hidden files are left out
+    silently (``.DS_Store``)."""
+    folder = Path(folder)
+    wanted = {s.lower() for s in suffixes}
+    found = []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if not path.is_file() or any(part.startswith(".") for part in parts):
+            continue
+        if path.suffix.lower() not in wanted or (len(parts) > 1 and not nested):
+            found.append(path)
+    return found
+
+
+def warn_ignored(ignored: Sequence[Path], where: str, expected: str) -> None:
+    if ignored:
+        log.warning("%s: %d file(s) ignored (expected %s): %s", where, len(ignored), expected,
+                    _listing(ignored))
 
 
 def group_of(path: Path, pattern: str | None) -> str:
@@ -176,12 +213,74 @@ def read_split_csv(path: str | Path, classes: Sequence[str]) -> tuple[list[Sampl
         if reader.fieldnames is None or set(CSV_FIELDS) - set(reader.fieldnames):
             raise ValueError(f"data.split_file={path}: expected columns {list(CSV_FIELDS)}, "
                              f"got {reader.fieldnames}")
+        first_line: dict[str, int] = {}
+        group_line: dict[str, int] = {}
         for line, row in enumerate(reader, start=2):
+            where = f"data.split_file={path}, line {line}"
             if row["class"] not in classes or row["split"] not in SPLITS:
                 raise ValueError(
-                    f"data.split_file={path}, line {line}: class {row['class']!r} must be one of "
+                    f"{where}: class {row['class']!r} must be one of "
                     f"{list(classes)} and split {row['split']!r} one of {list(SPLITS)}")
+            file = str(PurePath(row["file"]))
+            if file in first_line:
+                raise ValueError(
+                    f"{where}: {row['file']} is listed again (first on line {first_line[file]}); "
+                    "each photo belongs to exactly one row, in one split")
+            first_line[file] = line
+            group, split = row["group"], row["split"]
+            if split_of.setdefault(group, split) != split:
+                raise ValueError(
+                    f"{where}: group {group!r} is in split {split!r} here but in "
+                    f"{split_of[group]!r} on line {group_line[group]}; the photos of one group "
+                    "(one exercise variant) must all be in one split")
+            group_line.setdefault(group, line)
             samples.append(Sample(Path(row["file"]), list(classes).index(row["class"]),
-                                  row["class"], row["group"]))
-            split_of[row["group"]] = row["split"]
+                                  row["class"], group))
     return samples, split_of
+
+
+def check_split(samples: Sequence[Sample], split_of: dict[str, str], classes: Sequence[str],
+                source: str) -> None:
+    """Every output class needs training photos (error); a class without photos in a held-out
+    split that has photos is only a warning: with few variants per class that is what a group
+    split (a 1-variant class, a k-fold fold) gives, and the class's scores there are left out
+    rather than recorded as 0.0."""
+    counts = {name: dict.fromkeys(SPLITS, 0) for name in classes}
+    for s in samples:
+        counts[s.class_name][split_of[s.group]] += 1
+    untrained = [name for name in classes if not counts[name]["train"]]
+    if untrained:
+        held_out = ", ".join(f"{n}: {counts[n]['val']} val, {counts[n]['test']} test"
+                             for n in untrained)
+        raise ValueError(
+            f"{source}: no training photos for class(es) {untrained} ({held_out}); every class "
+            "needs some: check data.split_file, the files data.on_bad_file=skip left out, and "
+            "the class folders")
+    for split in ("val", "test"):
+        if any(c[split] for c in counts.values()):
+            missing = [name for name in classes if not counts[name][split]]
+            if missing:
+                log.warning("%s: no %s photos for class(es) %s; their %s scores are not "
+                            "recorded", source, split, missing, split)
+
+
+def check_duplicates(samples: Sequence[Sample], split_of: dict[str, str], source: str) -> None:
+    """Identical files (by SHA-256): under two classes an error (one photo, two labels), in
+    two splits of one class a warning (a training photo scored again as held out)."""
+    by_digest: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        by_digest[hashlib.sha256(s.path.read_bytes()).hexdigest()].append(s)
+    copies = [group for group in by_digest.values() if len(group) > 1]
+    labelled_twice = [g for g in copies if len({s.class_name for s in g}) > 1]
+    if labelled_twice:
+        raise ValueError(
+            f"{source}: {len(labelled_twice)} photo(s) are in more than one class (identical "
+            "files): " + _listing([" = ".join(f"{s.path} ({s.class_name})" for s in g)
+                                   for g in labelled_twice]) + "; a photo shows one exercise: "
+            "remove the wrong copies")
+    leaked = [g for g in copies if len({split_of[s.group] for s in g}) > 1]
+    if leaked:
+        log.warning("%s: %d photo(s) are in more than one split (identical files under "
+                    "different groups), so held-out scores see training photos: %s", source,
+                    len(leaked), _listing([" = ".join(f"{s.path} ({split_of[s.group]})"
+                                                      for s in g) for g in leaked]))

@@ -26,39 +26,36 @@ from omegaconf import DictConfig
 
 from fitlens.contract import InputSpec
 from fitlens.crossval import read_oof_csv
-from fitlens.data.images import ImageLoadError
 from fitlens.data.splits import SPLITS, Sample, read_split_csv
 from fitlens.export.fixtures import expected_probabilities
 from fitlens.export.metadata import build_metadata, sha256_file, write_metadata
 from fitlens.export.onnx import (
-    ExportError,
     ParityResult,
     export_onnx,
     file_opset,
     image_probabilities,
     session_for,
 )
-from fitlens.export.publish import EXPECTED_FILE, META_FILE, publish
+from fitlens.export.publish import (
+    EXPECTED_FILE,
+    META_FILE,
+    publish,
+    remove_staging,
+)
 from fitlens.export.quantize import QuantizeReport, Scores, check_drop, quantize_int8, scores
 from fitlens.export.threshold import (
     OperatingPoint,
     ThresholdChoice,
-    ThresholdError,
     ThresholdSettings,
     choose_threshold,
     folder_probabilities,
     operating_point,
 )
-from fitlens.models.checkpoint import CheckpointError, load_bundle
-from fitlens.tracking.registry import RegistryError, record_export, resolve_model
-from fitlens.tracking.store import TrackingStoreError
+from fitlens.models.checkpoint import load_bundle
+from fitlens.tracking.registry import record_export, resolve_model
+from fitlens.tracking.store import store_errors
 
 log = logging.getLogger(__name__)
-
-#: Failures whose message says what to fix: the entry script prints them without a traceback.
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (ExportError, ThresholdError, CheckpointError,
-                                                RegistryError, TrackingStoreError,
-                                                ImageLoadError, FileNotFoundError, ValueError)
 
 QUANTIZE_CHOICES = (None, "int8")
 #: Photos the parity check runs on: enough to catch drift, few enough to stay quick.
@@ -170,6 +167,7 @@ def run(cfg: DictConfig) -> ExportReport:
     on the version (before anything reaches the app), then publish it to the app."""
     e = cfg.export
     settings = settings_from(cfg)
+    remove_staging(settings.out_dir)
     pinned = e.version is not None or e.run_id is not None
     resolved = resolve_model(
         cfg.logger.tracking_uri, cfg.logger.registered_model,
@@ -179,7 +177,11 @@ def run(cfg: DictConfig) -> ExportReport:
     source = ModelSource(registered_model=resolved.name, version=resolved.version,
                          run_id=resolved.run_id, metrics=resolved.metrics)
     report = export_bundle(resolved.bundle_dir, split, settings, source, resolved.oof_csv)
-    record_export(cfg.logger.tracking_uri, resolved, report.files, report.sha256)
+    with store_errors(cfg.logger.tracking_uri,
+                      f"recording the export on version {resolved.version} of {resolved.name!r}",
+                      f"; nothing was published, export.out_dir={settings.out_dir} keeps its "
+                      f"previous export (the new one is in {report.meta_path.parent})"):
+        record_export(cfg.logger.tracking_uri, resolved, report.files, report.sha256)
     return replace(report, published=publish(report.meta_path, report.model_path,
                                               report.expected_path, settings.out_dir,
                                               settings.expected_dir))
@@ -409,7 +411,7 @@ def _metrics(source: ModelSource, test: Scores | None, choice: ThresholdChoice,
         metrics["export/other_accepted_at_threshold"] = point.other_accepted_fraction
     if test is not None:
         metrics.update({"export/test_acc": test.accuracy, "export/test_f1_macro": test.f1_macro})
-    if held_out is not None and held_out.accepted:
+    if held_out is not None and held_out.known_accepted:
         metrics["export/test_precision_at_threshold"] = held_out.precision
         metrics["export/test_coverage_at_threshold"] = held_out.coverage
     return {k: v for k, v in metrics.items() if np.isfinite(v)}

@@ -102,6 +102,16 @@ def check_drop(fp32: Scores, int8: Scores, max_drop: float, source: str) -> None
             "export.max_drop if that loss is acceptable")
 
 
+def backbone_nodes(model: onnx.ModelProto) -> list[str] | None:
+    """The nodes of the CNN backbone (``net.features``), as the exporter's module path records
+    them: the only part that is quantised. The pose model's landmarks move by 10-30 px in int8
+    (its regression heads need fp32), and the crop, pose features and head are a sliver of the
+    compute. None (quantise everything) for a graph without that record."""
+    names = [n.name for n in model.graph.node
+             if any(p.key == "namespace" and "net.features" in p.value for p in n.metadata_props)]
+    return names or None
+
+
 def quantize_int8(fp32_path: str | Path, dest: str | Path, calibration: Sequence[Path],
                   resize: Resize) -> Path:
     """Write a static QDQ int8 copy of ``fp32_path`` to ``dest`` (atomically), calibrated on
@@ -115,11 +125,14 @@ def quantize_int8(fp32_path: str | Path, dest: str | Path, calibration: Sequence
         prepared, quantized = Path(work) / "prepared.onnx", Path(work) / "int8.onnx"
         # Shape inference and graph fusion first (BN into conv etc.), so the quantizer sees the
         # graph ONNX Runtime will run and places Q/DQ where kernels can fuse them.
-        quant_pre_process(str(fp32_path), str(prepared))
+        # ONNX's own shape inference only: onnxruntime's symbolic one cannot follow the pose
+        # model's RoiAlign and Resize (TypeError), and ONNX's is enough for placing Q/DQ.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantized), ImageCalibrationReader(calibration, resize),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_quantize=backbone_nodes(onnx.load(str(prepared))))
         model = onnx.load(str(quantized))
         model.ir_version = min(model.ir_version, APP_MAX_IR_VERSION)
         # quant_pre_process stamps every domain its runtime knows (ai.onnx.ml 5, training, ...);

@@ -5,10 +5,11 @@ output is a known class and its probability reaches the threshold). Lowering the
 answers more photos (coverage) and gets more of them wrong (precision), and lets more photos of
 other exercises through. The threshold is chosen on photos the model did not train on (out-of-
 fold predictions, or the validation split), and with a few dozen such photos a measured precision
-of 1.0 means little: the choice requires the *lower* Wilson bound of precision to reach the
-target, over at least ``min_accepted`` answered photos, with at most ``max_other_accepted`` of
-the other-exercise photos answered. When no threshold meets all that, the best honest point is
-shipped and the choice says so, with its numbers, rather than failing the export.
+of 1.0 means little: the choice requires the *lower* Wilson bound of precision (on the known
+photos answered) to reach the target, over at least ``min_accepted`` of them, with at most
+``max_other_accepted`` of the other-exercise photos answered. When no threshold meets all that,
+the best honest point is shipped and the choice says so, with its numbers, rather than failing
+the export.
 """
 
 from __future__ import annotations
@@ -91,17 +92,15 @@ class OperatingPoint:
     confidence: float
 
     @property
-    def accepted(self) -> int:
-        return self.known_accepted + self.other_accepted
-
-    @property
     def precision(self) -> float:
-        """Right answers among all answers (an answered other-exercise photo is always wrong)."""
-        return self.correct / self.accepted if self.accepted else float("nan")
+        """Right answers among the answers to photos of known exercises. Photos of other
+        exercises are kept out of it: how many of them a set holds is an accident of the set
+        (600 against 98 here), so they are bounded on their own (``other_accepted_fraction``)."""
+        return self.correct / self.known_accepted if self.known_accepted else float("nan")
 
     @property
     def precision_lower(self) -> float:
-        return wilson_lower(self.correct, self.accepted, self.confidence)
+        return wilson_lower(self.correct, self.known_accepted, self.confidence)
 
     @property
     def coverage(self) -> float:
@@ -193,21 +192,21 @@ def choose_threshold(probs: np.ndarray, labels: np.ndarray, num_known: int,
         return max_other_accepted is None or fraction is None or fraction <= max_other_accepted
 
     def meets(p: OperatingPoint) -> bool:
-        return (p.accepted >= min_accepted and capped(p)
+        return (p.known_accepted >= min_accepted and capped(p)
                 and p.precision_lower >= target_precision)
 
     good = [p for p in points if meets(p)]
     if good:
         best = min(good, key=lambda p: p.threshold)
         return ThresholdChoice(best.threshold, best, settings, True, source)
-    pool = ([p for p in points if capped(p) and p.accepted >= min_accepted]
+    pool = ([p for p in points if capped(p) and p.known_accepted >= min_accepted]
             or [p for p in points if capped(p)] or points)
     best = max(pool, key=lambda p: (p.precision_lower, p.known_accepted))
     cap = ("" if max_other_accepted is None else
            f", at most {max_other_accepted:.0%} of other exercises answered")
     note = (f"no threshold reaches a precision lower bound of {target_precision:g} "
-            f"({confidence:.0%} Wilson) with >= {min_accepted} photos answered{cap} on the "
-            f"{source}; shipping the best honest point instead")
+            f"({confidence:.0%} Wilson) with >= {min_accepted} known photos answered{cap} on "
+            f"the {source}; shipping the best honest point instead")
     return ThresholdChoice(best.threshold, best, settings, False, source, note)
 
 

@@ -37,11 +37,17 @@ class BlockStandardize(nn.Module):
     ``sqrt(largest / width)``, so every block has the same expected squared norm.
 
     The statistics are fitted on training features (:meth:`fit`) by whoever trains the head;
-    until then the layer passes features through (mean 0, std 1).
+    until then the layer passes features through (mean 0, std 1). A feature that barely varies
+    in training (a landmark always visible: its visibility is ~1.0 on every photo) would be
+    blown up by its tiny std, and with it rounding noise and any photo unlike the training
+    ones; so no std is taken below :data:`STD_FLOOR` of its block's median.
     """
+
+    STD_FLOOR = 0.05
 
     def __init__(self, widths: tuple[int, ...]) -> None:
         super().__init__()
+        self.widths = tuple(widths)
         total = sum(widths)
         self.register_buffer("mean", torch.zeros(total))
         self.register_buffer("std", torch.ones(total))
@@ -51,8 +57,11 @@ class BlockStandardize(nn.Module):
     @torch.no_grad()
     def fit(self, features: torch.Tensor) -> None:
         self.mean.copy_(features.mean(dim=0))
-        # Constant features (a landmark never visible in training) must not divide by zero.
-        self.std.copy_(features.std(dim=0, unbiased=False).clamp(min=1e-6))
+        std = features.std(dim=0, unbiased=False)
+        floors = [torch.full((w,), float(block.median()) * self.STD_FLOOR)
+                  for w, block in zip(self.widths, std.split(self.widths), strict=True)]
+        # A constant feature (std 0 in a block of constants) is only centred.
+        self.std.copy_(torch.maximum(std, torch.cat(floors)).where(std > 0, torch.ones_like(std)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std * self.weight

@@ -87,9 +87,13 @@ def pose_features(xy: torch.Tensor, visibility: torch.Tensor) -> torch.Tensor:
     feats: list[torch.Tensor] = []
     for left, right in BODY_PAIRS:
         # Flipping negates x and swaps the pair: x_l - x_r and |x_l + x_r| stay, as do the
-        # pair's y summaries and visibilities.
-        feats += [x[:, left] - x[:, right], (x[:, left] + x[:, right]).abs()]
-        feats += _pair(y[:, left], y[:, right])
+        # pair's y summaries and visibilities. The hips' sums are 0 by construction (the hip
+        # centre is their mean): only their width and tilt say something.
+        hips = (left, right) == (LEFT_HIP, RIGHT_HIP)
+        feats.append(x[:, left] - x[:, right])
+        if not hips:
+            feats += [(x[:, left] + x[:, right]).abs(), y[:, left] + y[:, right]]
+        feats.append((y[:, left] - y[:, right]).abs())
         feats += _pair(visibility[:, left], visibility[:, right])
     feats += [x[:, NOSE].abs(), y[:, NOSE], visibility[:, NOSE]]
     up = (shoulder - hip) / torso
@@ -106,7 +110,8 @@ def pose_features(xy: torch.Tensor, visibility: torch.Tensor) -> torch.Tensor:
     return torch.stack(feats, dim=1)
 
 
-NUM_POSE_FEATURES = len(BODY_PAIRS) * 6 + 3 + 2 + len(LEFT_ANGLES) * 2 + len(LEFT_SEGMENTS) * 2
+NUM_POSE_FEATURES = (len(BODY_PAIRS) * 6 - 2 + 3 + 2 + len(LEFT_ANGLES) * 2
+                     + len(LEFT_SEGMENTS) * 2)
 
 
 def person_box(xy: torch.Tensor, visibility: torch.Tensor, found: torch.Tensor, size: float,

@@ -1,4 +1,5 @@
-"""The pictures and tables a run leaves behind: confusion matrices, mistakes, per-class scores.
+"""The pictures and tables a run leaves behind: curves, confusion matrices, mistakes, per-class
+scores.
 
 Matplotlib's object API (``Figure``) is used instead of ``pyplot``: no global figure state and no
 GUI backend, so plotting works the same in a sweep, a test and on a headless server.
@@ -7,17 +8,45 @@ GUI backend, so plotting works the same in a sweep, a test and on a headless ser
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from fitlens.data.images import load_rgb
 from fitlens.data.splits import Sample
 
 #: Thumbnail edge for the misclassified grid; the photos themselves are phone-sized.
 THUMBNAIL = 160
+
+
+#: The panels of curves.png: (title, metrics), each a line over epochs where it was measured.
+CURVE_PANELS = (("loss", ("train/loss", "val/loss")),
+                ("known classes", ("train/acc", "val/acc", "train/f1_macro", "val/f1_macro")),
+                ("learning rate (head)", ("lr",)))
+
+
+def curves_png(rows: Sequence[Mapping[str, float]], path: Path) -> Path:
+    """Per-epoch curves of loss, accuracy/macro-F1 and learning rate (rows of results.csv)."""
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    for k, (title, names) in enumerate(CURVE_PANELS):
+        ax = fig.add_subplot(1, len(CURVE_PANELS), k + 1)
+        for name in names:
+            points = [(r["epoch"], r[name]) for r in rows
+                      if r.get(name) is not None and math.isfinite(r[name])]
+            if points:
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=name)
+        if title.startswith("learning rate") and ax.lines:
+            ax.set_yscale("log")
+        ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(ax.lines) > 1:
+            ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def confusion_png(matrix: torch.Tensor, classes: Sequence[str], title: str, path: Path) -> Path:
