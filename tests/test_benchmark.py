@@ -39,16 +39,13 @@ SECTIONS = ("## Machine", "## Goals", "## Which model for the phone",
             "## 7. Export cost", "## 8. Where the time went", "## Notes")
 RUNTIMES = {"torch eager", "ORT fp32", "ORT int8"}
 MODELS = ("mobilenet_v2", "pose_mobilenet_v2", "blazepose")
-#: The project's quantize_int8 cannot yet quantise the pose graph: ONNX Runtime's symbolic
-#: shape inference (quant_pre_process) fails on it with a TypeError.
-POSE_INT8_BROKEN = "quantize_int8 fails on the pose graph (ORT symbolic shape inference)"
 
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     base = tmp_path_factory.mktemp("bench")
     photos = make_images(base / "photos", config_classes())
-    other = make_images(base / "other", ["elsewhere"], variants=2)
+    other = make_images(base / "other", ["elsewhere"], variants=2, seed=1)
     out = base / "out"
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", str(out),
@@ -145,13 +142,14 @@ def test_quick_int8_is_out_of_fold(quick_report: tuple[dict, str]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=POSE_INT8_BROKEN)
 def test_quick_pose_int8_reports_keypoint_error(quick_report: tuple[dict, str]) -> None:
+    """int8 quantises the pose graph's CNN only: BlazePose stays fp32, so its landmarks stay
+    where fp32 puts them (they moved 10-30 px when BlazePose was quantised too)."""
     results, _ = quick_report
     pose = _model(results, "pose_mobilenet_v2")
     pooled = pose["int8"]["pooled"]
     assert pooled is not None, pose["int8"]["per_fold"][0]["notes"]
-    assert pooled["keypoints_max_px"] >= pooled["keypoints_mean_px"] >= 0
+    assert 0.01 >= pooled["keypoints_max_px"] >= pooled["keypoints_mean_px"] >= 0
 
 
 @pytest.mark.slow
