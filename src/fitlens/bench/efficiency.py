@@ -64,7 +64,7 @@ def gemm_sweep(sizes: Sequence[int], threads: int, repeats: int = 5) -> dict[str
 
 @dataclass(frozen=True)
 class Achieved:
-    backbone: str
+    model: str
     runtime: str
     batch: int
     gflop_per_image: float
@@ -81,10 +81,10 @@ def achieved(rows: Sequence[LatencyRow], flops: dict[str, int], peak_gflops: flo
     """GFLOP/s of every fp32 latency row (at its p50) against both yardsticks."""
     out = []
     for row in rows:
-        if row.runtime not in FP32_RUNTIMES or row.backbone not in flops:
+        if row.runtime not in FP32_RUNTIMES or row.model not in flops:
             continue
-        gflops = flops[row.backbone] * row.batch / (row.p50_ms / 1000) / 1e9
-        out.append(Achieved(row.backbone, row.runtime, row.batch, flops[row.backbone] / 1e9,
+        gflops = flops[row.model] * row.batch / (row.p50_ms / 1000) / 1e9
+        out.append(Achieved(row.model, row.runtime, row.batch, flops[row.model] / 1e9,
                             gflops, gflops / peak_gflops if peak_gflops else 0.0,
                             gflops / gemm_gflops))
     return out

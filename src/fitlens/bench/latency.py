@@ -1,6 +1,6 @@
 """Inference latency of one network in torch eager, ONNX Runtime fp32 and ONNX Runtime int8.
 
-All three get the same random input (the contract's shape), the same thread count
+All three get the same random input (the model's input shape), the same thread count
 (``torch.set_num_threads`` and ORT ``intra_op_num_threads``, one inter-op thread) and the same
 warm-up; p50/p95 are over single timed calls. ONNX Runtime sessions are built here rather than
 with ``fitlens.export.onnx.session_for`` because that one does not take a thread count.
@@ -38,7 +38,7 @@ class LatencySettings:
 
 @dataclass(frozen=True)
 class LatencyRow:
-    backbone: str
+    model: str
     runtime: str
     batch: int
     p50_ms: float
@@ -75,12 +75,14 @@ def _callers(net: nn.Module, sessions: dict[str, ort.InferenceSession],
     return calls
 
 
-def measure(backbone: str, net: nn.Module, fp32: Path, int8: Path, *, size: int, threads: int,
-            settings: LatencySettings) -> list[LatencyRow]:
-    """One row per runtime and batch size."""
+def measure(model: str, net: nn.Module, fp32: Path, int8: Path | None, *, size: int,
+            threads: int, settings: LatencySettings) -> list[LatencyRow]:
+    """One row per runtime and batch size (no ORT int8 rows without an int8 file)."""
     torch.set_num_threads(threads)
     net = net.eval()
-    sessions = {"ORT fp32": ort_session(fp32, threads), "ORT int8": ort_session(int8, threads)}
+    sessions = {"ORT fp32": ort_session(fp32, threads)}
+    if int8 is not None:
+        sessions["ORT int8"] = ort_session(int8, threads)
     rng = np.random.default_rng(0)
     rows = []
     for batch in settings.batches:
@@ -88,6 +90,6 @@ def measure(backbone: str, net: nn.Module, fp32: Path, int8: Path, *, size: int,
         for runtime, call in _callers(net, sessions, x).items():
             timing = time_calls(call, warmup=settings.warmup,
                                 repeats=settings.repeats_for(batch))
-            rows.append(LatencyRow(backbone, runtime, batch, timing.p50 * 1000,
+            rows.append(LatencyRow(model, runtime, batch, timing.p50 * 1000,
                                    timing.p95 * 1000, len(timing.seconds)))
     return rows

@@ -19,9 +19,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from fitlens.bench.quality import macro_f1
 from fitlens.data.images import preprocess
 from fitlens.data.splits import Sample, read_split_csv
+from fitlens.metrics import f1_macro
 from fitlens.models.backbones import Backbone
 from fitlens.models.classifier import ExerciseNet
 
@@ -46,7 +46,7 @@ class ProbeResult:
 def pooled_features(backbone: Backbone, paths: Sequence[Path], size: int) -> np.ndarray:
     """``[N, 2, D]``: the pooled features of each photo and of its mirror image, normalised by
     the model itself (:meth:`ExerciseNet.embed`), as in training and export."""
-    net = ExerciseNet(backbone, num_classes=1).eval()
+    net = ExerciseNet(backbone, num_outputs=1).eval()
     rows = []
     for path in paths:
         x = torch.from_numpy(preprocess(path, size))
@@ -54,10 +54,20 @@ def pooled_features(backbone: Backbone, paths: Sequence[Path], size: int) -> np.
     return np.stack(rows)
 
 
+def _known(split_csv: Path, classes: Sequence[str],
+           reject_class: str | None) -> tuple[list[Sample], dict[str, str]]:
+    """A fold's photos of the known classes: the probe scores the features on those, as the
+    known-class macro-F1 of the training job does."""
+    outputs = [*classes, *([reject_class] if reject_class else [])]
+    samples, split_of = read_split_csv(split_csv, outputs)
+    return [s for s in samples if s.label < len(classes)], split_of
+
+
 def linear_probe(backbone: Backbone, split_csvs: Sequence[Path], classes: Sequence[str],
-                 size: int) -> ProbeResult:
-    """Macro-F1 of the probe on each fold's test photos; features are computed once."""
-    folds = [read_split_csv(path, classes) for path in split_csvs]
+                 size: int, reject_class: str | None = None) -> ProbeResult:
+    """Macro-F1 of the probe on each fold's test photos of the known classes (the split files
+    may list ``reject_class`` photos too); features are computed once."""
+    folds = [_known(path, classes, reject_class) for path in split_csvs]
     samples: list[Sample] = sorted({s for fold, _ in folds for s in fold}, key=lambda s: s.path)
     row = {s.path: i for i, s in enumerate(samples)}
     features = pooled_features(backbone, [s.path for s in samples], size)
@@ -72,5 +82,5 @@ def linear_probe(backbone: Backbone, split_csvs: Sequence[Path], classes: Sequen
         probe = LogisticRegression(C=PROBE_C, class_weight="balanced", max_iter=5000)
         probe.fit(scaler.transform(x_train), y_train)
         predicted = probe.predict(scaler.transform(features[test, 0]))
-        scores.append(macro_f1(predicted, labels[test]))
+        scores.append(f1_macro(predicted, labels[test]))
     return ProbeResult(tuple(scores))
