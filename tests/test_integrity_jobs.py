@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from mlflow.exceptions import MlflowException
 from mlflow.utils.validation import _validate_metric
 
-from fitlens.config import metric_name_problem, validate_config
+from fitlens.config import RunDirResolver, metric_name_problem, validate_config
 from fitlens.train import run
 from tests.conftest import ROOT, compose_config
 
@@ -56,6 +58,21 @@ def test_a_job_never_shares_the_folder_of_one_started_in_the_same_second(
     assert mine.name.endswith("_2") and (mine / ".hydra" / "config.yaml").is_file()
     (sweep,) = [p for p in (tmp_path / "outputs" / "multiruns").iterdir() if p not in sweeps]
     assert sweep.name.endswith("_2") and {p.name for p in sweep.iterdir()} >= {"0", "1"}
+
+
+@pytest.mark.parametrize(("config_name", "folder"), [("export", "exports"),
+                                                  ("evaluate", "eval")])
+def test_export_and_evaluate_jobs_claim_a_folder_of_their_own(
+        config_name: str, folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FITLENS_ROOT", str(tmp_path))
+    taken = _claim_the_next_minute(tmp_path / "outputs" / folder)
+    RunDirResolver()  # what conf/hydra/default.yaml's callback does before Hydra resolves
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name=config_name, return_hydra_config=True)
+    mine = Path(cfg.hydra.run.dir)
+    assert mine not in taken and mine.name.endswith("_2") and mine.is_dir()
+    assert not any(mine.iterdir())
 
 
 # --- settings that would fail after training ---------------------------------------------------
