@@ -36,7 +36,7 @@ from tests.test_cli_errors import run_entry
 README = ROOT / "README.md"
 #: What turns a README training command into a seconds-long one on the tiny photos.
 TINY_RUN = ["data.image_size=32", "data.batch_size=8", "trainer.max_epochs=1",
-            "model.freeze_backbone_epochs=0", "data.reject_root=null", "logger=csv"]
+            "data.reject_root=null", "logger=csv"]
 
 
 @dataclass(frozen=True)
