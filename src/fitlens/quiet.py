@@ -94,3 +94,5 @@ def quiet() -> None:
     # Frozen parts (BlazePose, a frozen CNN) stay in eval mode on purpose, so their batch-norm
     # statistics and dropout never change; Lightning warns about that at every fit.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    # torch.export's archive writer, when MLflow saves the model as pt2 on a CPU-only machine.
+    warnings.filterwarnings("ignore", message=r"No complete tensor found in the group")
