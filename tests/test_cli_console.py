@@ -132,6 +132,11 @@ def test_known_noise_is_dropped_and_real_warnings_kept() -> None:
     assert noise.filter(record(rank_zero, "GPU available: True (cuda), used: True"))
     assert noise.filter(record("fitlens.data.datamodule", "skipped 2 unreadable image(s)",
                                logging.WARNING))
+    quantizer = ("Increased scale[11] for weight `net.features.conv_stem.weight` by ratio 18.3 "
+                 "to ensure bias input `net.features.conv_stem.weight_bias` has a valid scale.")
+    assert not noise.filter(record("root", quantizer))
+    assert noise.filter(record("root", "Increased scale[1] ...", logging.WARNING))
+    assert noise.filter(record("root", "anything else a library logs"))
     formatter = quiet.ConsoleFormatter()
     assert formatter.format(record("x", "careful", logging.WARNING)) == "warning: careful"
     assert formatter.format(record("x", "epoch line")) == "epoch line"

@@ -40,10 +40,19 @@ QUIET_ENVIRONMENT = {
 }
 
 
+#: INFO lines ONNX Runtime's quantiser logs on the root logger, one per weight channel whose
+#: scale it widens so the int8 bias stays representable (hundreds per CNN, nothing to act on;
+#: the export's int8 gate measures what they cost).
+QUANTIZER_NOISE = re.compile(r"^Increased scale\[\d+\] for weight ")
+
+
 class KnownNoise(logging.Filter):
-    """Drops :data:`LIGHTNING_NOISE` records of Lightning's rank-zero logger; passes the rest."""
+    """Drops :data:`LIGHTNING_NOISE` records of Lightning's rank-zero logger and
+    :data:`QUANTIZER_NOISE` records; passes the rest."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and record.levelno < logging.WARNING:
+            return not QUANTIZER_NOISE.match(record.getMessage())
         if not record.name.startswith(("pytorch_lightning", "lightning")):
             return True
         message = record.getMessage()
