@@ -160,7 +160,7 @@ def test_export_writes_the_app_assets_and_nothing_else(export: SharedExport, met
         "expected_probabilities.json", meta["model_file"], "fitness_resnet18_int8.onnx",
         "model_meta.json"]
     for line in ("fitlens export", "parity", "threshold", "held out", "int8",
-                 "other exercises answered"):
+                 "other exercises answered", " test photos (max drop"):
         assert line in export.stdout
 
 

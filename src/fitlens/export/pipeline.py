@@ -362,7 +362,8 @@ def _int8(fp32: Path, dest: Path, spec: InputSpec, splits: dict[str, list[Sample
     where only the drop, not the level, is meaningful)."""
     calibration = [s.path for s in splits["train"]]
     quantize_int8(fp32, dest, calibration, spec.resize)
-    checked_on = splits["test"] or splits["val"] or splits["train"]
+    checked_split = next(name for name in ("test", "val", "train") if splits[name])
+    checked_on = splits[checked_split]
     fp32_judged = _judge(session_for(fp32), checked_on, spec, "fp32")
     int8_judged = _judge(session_for(dest), checked_on, spec, "int8")
     fp32_scores = scores(fp32_judged.probs, fp32_judged.labels, spec.num_classes)
@@ -371,7 +372,7 @@ def _int8(fp32: Path, dest: Path, spec: InputSpec, splits: dict[str, list[Sample
     report = QuantizeReport(path=dest, fp32_bytes=fp32.stat().st_size,
                             int8_bytes=dest.stat().st_size, fp32=fp32_scores, int8=int8_scores,
                             test_images=len(checked_on), calibration_images=len(calibration),
-                            max_drop=settings.max_drop)
+                            max_drop=settings.max_drop, checked_split=checked_split)
     variant = {
         "model_file": dest.name,
         "sha256": sha256_file(dest),
@@ -443,8 +444,10 @@ def summary_rows(report: ExportReport) -> list[tuple[str, str]]:
         rows.append(("int8", f"{q.path.name}: {q.int8_bytes / 1e6:.1f} MB vs "
                              f"{q.fp32_bytes / 1e6:.1f} MB; accuracy {q.fp32.accuracy:.3f} -> "
                              f"{q.int8.accuracy:.3f}, macro-F1 {q.fp32.f1_macro:.3f} -> "
-                             f"{q.int8.f1_macro:.3f} on {q.test_images} photos "
-                             f"(max drop {q.max_drop:g})"))
+                             f"{q.int8.f1_macro:.3f} on the {q.test_images} {q.checked_split} "
+                             f"photos (max drop {q.max_drop:g})"
+                             + ("; a refit has no held-out photos, so only the drop means "
+                                "something" if q.checked_split == "train" else "")))
     rows.append(("seconds", ", ".join(f"{k} {v:.1f}" for k, v in report.seconds.items())))
     rows.append(("complete export", str(report.meta_path.parent)))
     for path in report.published:

@@ -52,6 +52,8 @@ class QuantizeReport:
     test_images: int
     calibration_images: int
     max_drop: float
+    #: The split ``test_images`` come from: test, else val, else train (a refit has no other).
+    checked_split: str = "test"
 
     @property
     def drop(self) -> float:
