@@ -9,9 +9,7 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 
 from fitlens.tracking.store import TrackingStoreError, connect
 from fitlens.train import run
-from tests.test_tracking_server import STARTUP_TIMEOUT_S, _free_port
+from tests.test_tracking_server import running_mlflow_server
 
 #: A dead server must fail the job within this (MLflow's defaults: minutes per request).
 DEAD_SERVER_BOUND_S = 60
@@ -81,31 +79,9 @@ class KillServerAt(pl.Callback):
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``mlflow server`` on a free loopback port, in its own process group."""
-    port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/server/mlflow.db",
-         "--default-artifact-root", str(tmp_path / "server" / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2).close()
-                break
-            except OSError:  # refused, reset or timed out (URLError is one): not up yet
-                assert time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=20)
-        log.close()
+    """``mlflow server`` on a free loopback port, in its own process group, and its process."""
+    with running_mlflow_server(tmp_path) as started:
+        yield started
 
 
 @pytest.mark.slow

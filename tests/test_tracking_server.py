@@ -14,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,39 +42,49 @@ def _post(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[str]:
-    """``mlflow server`` bound to 127.0.0.1 on a test store; its base URL."""
+@contextmanager
+def running_mlflow_server(folder: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``mlflow server`` on a free loopback port with its store in ``folder``, in its own process
+    group; its base URL and process. Stopped, with its workers, on the way out."""
     port = _free_port()
-    log = (tmp_path / "server.log").open("w")
+    log = (folder / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/server/mlflow.db",
-         "--default-artifact-root", str(tmp_path / "server" / "artifacts")],
+         "--workers", "1", "--backend-store-uri", f"sqlite:///{folder}/server/mlflow.db",
+         "--default-artifact-root", str(folder / "server" / "artifacts")],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while True:
             if process.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(tmp_path / 'server.log').read_text()}")
+                pytest.fail(f"mlflow server exited: {(folder / 'server.log').read_text()}")
             try:
                 urllib.request.urlopen(f"{url}/health", timeout=2).close()
                 break
-            except (urllib.error.URLError, ConnectionError):
+            except OSError:  # refused, reset or timed out (URLError is one): not up yet
                 if time.monotonic() > deadline:
                     pytest.fail(f"mlflow server not up after {STARTUP_TIMEOUT_S}s")
                 time.sleep(0.5)
-        yield url
+        yield url, process
     finally:
-        # The server runs worker processes in its session: stop all of them.
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+        # The server runs worker processes in its session: stop all of them (a test may have
+        # killed them already).
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """``mlflow server`` bound to 127.0.0.1 on a test store; its base URL."""
+    with running_mlflow_server(tmp_path) as (url, _):
+        yield url
 
 
 def test_training_run_metrics_and_version_visible_through_the_server(server: str,
